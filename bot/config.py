@@ -1,0 +1,160 @@
+"""Settings from the environment and `.env`, with the names and defaults of SPEC.md."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# arXiv's terms ask for one request every three seconds; only a loopback endpoint
+# (a test server or a local mirror) may be polled faster.
+ARXIV_MIN_INTERVAL = 3.0
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the variable."""
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_hhmm(value: str) -> tuple[int, int]:
+    """'09:00' -> (9, 0); raises ValueError with a hint for anything else."""
+    m = _HHMM.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a time in 24-hour HH:MM form, e.g. 09:00 or 18:30")
+    return int(m.group(1)), int(m.group(2))
+
+
+def check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not an IANA time zone; use a name such as UTC, Europe/Berlin or Asia/Shanghai"
+        ) from None
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    telegram_bot_token: SecretStr | None = Field(None, alias="TELEGRAM_BOT_TOKEN")
+    telegram_api_base_url: str = Field("https://api.telegram.org", alias="TELEGRAM_API_BASE_URL")
+    discord_bot_token: SecretStr | None = Field(None, alias="DISCORD_BOT_TOKEN")
+    gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
+    gemini_model: str = Field("gemini-2.5-flash", alias="GEMINI_MODEL")
+    gemini_base_url: str | None = Field(None, alias="GEMINI_BASE_URL")
+    summarizer: Literal["auto", "gemini", "extractive"] = Field("auto", alias="SUMMARIZER")
+    arxiv_api_url: str = Field("https://export.arxiv.org/api/query", alias="ARXIV_API_URL")
+    arxiv_rss_url: str = Field("https://rss.arxiv.org/rss", alias="ARXIV_RSS_URL")
+    db_path: Path = Field(Path("data/paperbot.db"), alias="PAPERBOT_DB")
+    cache_dir: Path = Field(Path("data/cache"), alias="PAPERBOT_CACHE_DIR")
+    timezone: str = Field("UTC", alias="PAPERBOT_TIMEZONE")
+    push_time: str = Field("09:00", alias="PAPERBOT_PUSH_TIME")
+    language: str = Field("en", alias="PAPERBOT_LANGUAGE")
+    poll_minutes: int = Field(60, ge=1, le=24 * 60, alias="PAPERBOT_POLL_MINUTES")
+    summary_quota: int = Field(20, ge=0, alias="PAPERBOT_SUMMARY_QUOTA")
+    max_topics: int = Field(20, ge=1, le=500, alias="PAPERBOT_MAX_TOPICS")
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field(
+        "INFO", alias="LOG_LEVEL"
+    )
+    # Not in SPEC: seconds between arXiv requests. Fixed at arXiv's 3 s for arXiv itself;
+    # only loopback endpoints (tests, local mirrors) may go lower.
+    arxiv_interval: float = Field(ARXIV_MIN_INTERVAL, ge=0, alias="PAPERBOT_ARXIV_INTERVAL")
+    # Not in SPEC: the largest PDF we download, in megabytes.
+    pdf_max_mb: int = Field(40, ge=1, le=500, alias="PAPERBOT_PDF_MAX_MB")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("summarizer", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return check_timezone(v)
+
+    @field_validator("push_time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        h, m = parse_hhmm(v)
+        return f"{h:02d}:{m:02d}"
+
+    @field_validator("telegram_bot_token", "discord_bot_token", "gemini_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("gemini_base_url", mode="before")
+    @classmethod
+    def _blank_url(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("telegram_api_base_url", "arxiv_api_url", "arxiv_rss_url", "gemini_base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _arxiv_interval(self) -> Settings:
+        if self.arxiv_interval < ARXIV_MIN_INTERVAL and not (
+            is_loopback_url(self.arxiv_api_url) and is_loopback_url(self.arxiv_rss_url)
+        ):
+            self.arxiv_interval = ARXIV_MIN_INTERVAL
+        if self.summarizer == "gemini" and self.gemini_api_key is None:
+            raise ValueError("SUMMARIZER=gemini needs GEMINI_API_KEY")
+        return self
+
+    @property
+    def use_gemini(self) -> bool:
+        return self.summarizer == "gemini" or (
+            self.summarizer == "auto" and self.gemini_api_key is not None
+        )
+
+    @property
+    def model_name(self) -> str:
+        return f"gemini:{self.gemini_model}" if self.use_gemini else "extractive"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning pydantic's report into one line that names the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err.get("loc") or ()
+            name = str(loc[0]) if loc else ""
+            field = Settings.model_fields.get(name)
+            var = (field.alias if field and field.alias else name).upper()
+            msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+            problems.append(f"{var}: {msg}" if var else msg)
+        raise ConfigError("bad configuration: " + "; ".join(problems)) from None

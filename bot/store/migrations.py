@@ -1,0 +1,135 @@
+"""Versioned schema migrations, applied in order at start. Never edit a released step: add one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "papers, summaries, chats, topics, subscriptions, matches, deliveries",
+        """
+        CREATE TABLE papers (
+            arxiv_id     TEXT PRIMARY KEY,          -- base id without version
+            version      INTEGER NOT NULL,
+            title        TEXT NOT NULL,
+            authors      TEXT NOT NULL,             -- JSON list
+            abstract     TEXT NOT NULL,
+            categories   TEXT NOT NULL,             -- JSON list, primary first
+            published    TEXT NOT NULL,             -- first version, ISO 8601 UTC
+            updated      TEXT NOT NULL,
+            abs_url      TEXT NOT NULL,
+            pdf_url      TEXT,
+            comment      TEXT,
+            journal_ref  TEXT,
+            doi          TEXT,
+            affiliations TEXT NOT NULL DEFAULT '[]',
+            announced    TEXT,                      -- ISO date of the listing that brought it
+            fetched_at   TEXT NOT NULL
+        );
+        CREATE INDEX papers_published ON papers(published);
+        CREATE INDEX papers_announced ON papers(announced);
+
+        CREATE TABLE summaries (
+            arxiv_id       TEXT NOT NULL,
+            version        INTEGER NOT NULL,
+            language       TEXT NOT NULL,
+            model          TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            content        TEXT NOT NULL,           -- JSON of SummaryContent
+            generated_by   TEXT NOT NULL,
+            full_text_used INTEGER NOT NULL DEFAULT 0,
+            created_at     TEXT NOT NULL,
+            PRIMARY KEY (arxiv_id, version, language, model, prompt_version)
+        );
+
+        CREATE TABLE chats (
+            id          INTEGER PRIMARY KEY,
+            platform    TEXT NOT NULL,
+            chat_id     TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            title       TEXT NOT NULL DEFAULT '',
+            language    TEXT NOT NULL,
+            timezone    TEXT NOT NULL,
+            push_time   TEXT NOT NULL,
+            max_papers  INTEGER NOT NULL DEFAULT 10,
+            active      INTEGER NOT NULL DEFAULT 1,
+            created_at  TEXT NOT NULL,
+            last_pushed TEXT,                       -- ISO date of the last announcement pushed
+            UNIQUE (platform, chat_id)
+        );
+
+        -- One row per distinct query: matching cost grows with queries, not with chats.
+        CREATE TABLE topics (
+            id         INTEGER PRIMARY KEY,
+            query      TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+
+        -- A chat's topic; its id is the one users see and unsubscribe by.
+        CREATE TABLE subscriptions (
+            id         INTEGER PRIMARY KEY,
+            chat_pk    INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+            topic_id   INTEGER NOT NULL REFERENCES topics(id),
+            created_at TEXT NOT NULL,
+            since      TEXT,                        -- first announcement date it receives
+            UNIQUE (chat_pk, topic_id)
+        );
+
+        CREATE TABLE matches (
+            topic_id  INTEGER NOT NULL REFERENCES topics(id) ON DELETE CASCADE,
+            arxiv_id  TEXT NOT NULL REFERENCES papers(arxiv_id),
+            announced TEXT NOT NULL,
+            PRIMARY KEY (topic_id, arxiv_id)
+        );
+        CREATE INDEX matches_announced ON matches(announced);
+
+        CREATE TABLE announcements (
+            feed       TEXT NOT NULL,
+            announced  TEXT NOT NULL,
+            fetched_at TEXT NOT NULL,
+            papers     INTEGER NOT NULL,
+            PRIMARY KEY (feed, announced)
+        );
+
+        -- The delivery ledger: written before a send, marked after.
+        CREATE TABLE deliveries (
+            id          INTEGER PRIMARY KEY,
+            chat_pk     INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+            arxiv_id    TEXT NOT NULL REFERENCES papers(arxiv_id),
+            announced   TEXT NOT NULL,
+            topic_query TEXT NOT NULL DEFAULT '',
+            status      TEXT NOT NULL,
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            created_at  TEXT NOT NULL,
+            sent_at     TEXT,
+            error       TEXT,
+            UNIQUE (chat_pk, arxiv_id)
+        );
+        CREATE INDEX deliveries_status ON deliveries(status, chat_pk);
+
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        2,
+        "per-user summary quota and a failure log for `status`",
+        """
+        CREATE TABLE quota_events (
+            user_key TEXT NOT NULL,
+            at       TEXT NOT NULL
+        );
+        CREATE INDEX quota_user_at ON quota_events(user_key, at);
+
+        CREATE TABLE failures (
+            id     INTEGER PRIMARY KEY,
+            at     TEXT NOT NULL,
+            kind   TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        """,
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]
