@@ -1,0 +1,291 @@
+"""The `paperbot` command line (SPEC: run, summary, digest, poll, push, status)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.logs import setup_logging
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="paperbot",
+    help="New arXiv papers, summarized, in your Telegram and Discord chats.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+class Format(StrEnum):
+    markdown = "markdown"
+    json = "json"
+
+
+class Fail(Exception):
+    """A failure to report as one line on stderr, with its exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise Fail(str(exc), 2) from None
+    secrets = [
+        s.get_secret_value()
+        for s in (settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key)
+        if s is not None
+    ]
+    setup_logging(settings.log_level, secrets)
+    return settings
+
+
+def _run(make: Callable[[Settings], Awaitable[T]]) -> T:
+    """Run one async command, turning known failures into one stderr line and an exit code."""
+    from bot.service import UserError
+
+    try:
+        settings = _settings()
+        return asyncio.run(make(settings))
+    except Fail as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(exc.code) from None
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+async def _with_components(settings: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
+    from bot.app import build_components
+
+    components = await build_components(settings)
+    try:
+        return await body(components)
+    finally:
+        await components.aclose()
+
+
+@app.command()
+def summary(
+    paper_id: Annotated[str, typer.Argument(metavar="ID", help="2405.01872, arXiv:2405.01872v2, an arxiv.org URL, hep-th/9901001")],
+    lang: Annotated[str | None, typer.Option("--lang", help="summary language: en, zh, Chinese, German ...")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="markdown or json")] = Format.markdown,
+    images: Annotated[Path | None, typer.Option("--images", help="write the paper's figure thumbnails into DIR", metavar="DIR")] = None,
+) -> None:
+    """Summarize one paper and print it."""
+    from bot.ids import BadArxivId, parse_arxiv_id
+
+    try:
+        parse_arxiv_id(paper_id)
+    except BadArxivId as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+    async def body(c: Any) -> str:
+        from bot.render.markdown import render_summary_markdown
+        from bot.service import Service
+
+        service = Service(c)
+        with err.status(f"Summarizing {paper_id} ...", spinner="dots"):
+            result = await service.summarize(
+                paper_id, lang or c.settings.language, with_images=images is not None
+            )
+        written: list[str] = []
+        if images is not None:
+            images.mkdir(parents=True, exist_ok=True)
+            for src in result.images:
+                dest = images / f"{result.summary.paper.versioned_id.replace('/', '_')}_{src.name}"
+                shutil.copyfile(src, dest)
+                written.append(str(dest))
+            result.summary.images = written
+            err.print(f"{len(written)} image(s) written to {images}", highlight=False)
+        if fmt is Format.json:
+            return json.dumps(result.summary.to_json(), ensure_ascii=False, indent=2)
+        return render_summary_markdown(result.summary, written or None)
+
+    out = _run(lambda s: _with_components(s, body))
+    sys.stdout.write(out.rstrip("\n") + "\n")
+
+
+def _parse_day(text: str | None) -> date:
+    if text is None:
+        return (datetime.now(UTC) - timedelta(days=1)).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise Fail(f"--date {text!r} is not a date in YYYY-MM-DD form, e.g. 2024-05-03", 2) from None
+
+
+@app.command()
+def digest(
+    query: Annotated[str, typer.Argument(metavar="QUERY", help='arXiv search syntax, e.g. \'cat:cs.CV AND ti:diffusion\'')],
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="first-submission date (UTC); default yesterday")] = None,
+    max_papers: Annotated[int, typer.Option("--max", min=1, max=200, help="at most N papers")] = 20,
+    lang: Annotated[str | None, typer.Option("--lang", help="summary language")] = None,
+    out: Annotated[Path | None, typer.Option("--out", metavar="FILE", help="write the post here instead of stdout")] = None,
+) -> None:
+    """A daily post in Markdown (Hexo front matter) for the papers that match QUERY."""
+    from bot.query import QuerySyntaxError, normalize_query, parse_query, to_arxiv_search
+
+    try:
+        node = parse_query(query)
+    except QuerySyntaxError as exc:
+        err.print(f"error: bad query: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        the_day = _parse_day(day)
+    except Fail as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(exc.code) from None
+
+    async def body(c: Any) -> str:
+        from bot.render.markdown import render_digest_post
+        from bot.service import Service
+
+        service = Service(c)
+        language = service.language(lang or c.settings.language)
+        with err.status(f"Searching arXiv for papers submitted on {the_day} ...", spinner="dots"):
+            papers = await c.arxiv.search_submitted_on(to_arxiv_search(node), the_day, max_results=max_papers)
+        papers = papers[:max_papers]
+        for paper in papers:
+            await c.store.upsert_paper(paper)
+        summaries: list[Any] = [None] * len(papers)
+        images: dict[str, list[str]] = {}
+        image_dir = out.with_name(out.stem + "_images") if out else None
+
+        async def one(i: int, progress: Progress, task: Any) -> None:
+            paper = papers[i]
+            summaries[i] = await c.summaries.summarize(paper, language)
+            thumbs = await c.pdfs.thumbnails(paper)
+            if image_dir is not None and thumbs:
+                image_dir.mkdir(parents=True, exist_ok=True)
+                refs = []
+                for src in thumbs:
+                    dest = image_dir / f"{paper.versioned_id.replace('/', '_')}_{src.name}"
+                    shutil.copyfile(src, dest)
+                    refs.append(f"{image_dir.name}/{dest.name}")
+                images[paper.arxiv_id] = refs
+            else:
+                images[paper.arxiv_id] = [str(p) for p in thumbs]
+            progress.advance(task)
+
+        with Progress(
+            TextColumn("summarizing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err, transient=True,
+        ) as progress:
+            task = progress.add_task("papers", total=len(papers))
+            # SummaryService caps concurrent LLM calls and the limiter spaces arXiv requests.
+            await asyncio.gather(*(one(i, progress, task) for i in range(len(papers))))
+        err.print(f"{len(papers)} paper(s) for {normalize_query(node)} on {the_day}", highlight=False)
+        return render_digest_post(
+            normalize_query(node), the_day, summaries, now=datetime.now(UTC), images=images
+        )
+
+    post = _run(lambda s: _with_components(s, body))
+    if out is None:
+        sys.stdout.write(post)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(post, encoding="utf-8")
+        err.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def poll() -> None:
+    """One poll cycle: fetch new papers for all active topics, store, match, summarize; then exit."""
+
+    async def body(c: Any) -> str:
+        from bot.poller import Poller
+
+        report = await Poller(c).run_once(progress=lambda msg: err.print(msg, highlight=False))
+        return str(report)
+
+    sys.stdout.write(_run(lambda s: _with_components(s, body)) + "\n")
+
+
+@app.command()
+def push(
+    now: Annotated[bool, typer.Option("--now", help="send everything pending, whatever the time")] = False,
+) -> None:
+    """Deliver the digests that are due (with --now: everything pending); then exit."""
+
+    async def body(c: Any) -> str:
+        from bot.delivery import push_once
+
+        report = await push_once(c, force=now)
+        return str(report)
+
+    sys.stdout.write(_run(lambda s: _with_components(s, body)) + "\n")
+
+
+@app.command()
+def status() -> None:
+    """Chats, subscriptions, papers, summaries, pending deliveries, last poll, recent failures."""
+
+    async def body(settings: Settings) -> str:
+        from bot.store import Store
+
+        async with await Store.open(settings.db_path) as store:
+            total, active = await store.count_chats()
+            lines = [
+                f"database:       {settings.db_path}",
+                f"summarizer:     {settings.model_name}",
+                f"chats:          {total} ({active} active)",
+                f"subscriptions:  {await store.count_subscriptions()}",
+                f"papers:         {await store.count_papers()}",
+                f"summaries:      {await store.count_summaries()}",
+                f"pending:        {await store.count_pending_deliveries()} deliveries",
+                f"last poll:      {await store.get_meta('last_poll') or 'never'}",
+                f"last announcement: {await store.get_meta('last_announcement') or 'none seen'}",
+            ]
+            failures = await store.recent_failures()
+            lines.append("recent failures:" + ("" if failures else " none"))
+            lines += [f"  {at} {kind}: {detail}" for at, kind, detail in failures]
+            return "\n".join(lines)
+
+    sys.stdout.write(_run(body) + "\n")
+
+
+@app.command()
+def run() -> None:
+    """The long-running service: Telegram, Discord, the arXiv poller and the daily push."""
+
+    async def body(settings: Settings) -> None:
+        if settings.telegram_bot_token is None and settings.discord_bot_token is None:
+            raise Fail(
+                "nothing to run: set TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN (in the environment or .env)",
+                2,
+            )
+        from bot.runner import run_service
+
+        await run_service(settings)
+
+    _run(body)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""What the core asks of a chat platform when it pushes papers; each adapter implements it."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+from bot.models import Chat, Paper, Platform, Summary
+
+
+class ChatGone(Exception):
+    """The chat blocked or removed the bot: switch it off, keep its topics."""
+
+
+class ChatMoved(Exception):
+    """The chat has a new id (a Telegram group that became a supergroup)."""
+
+    def __init__(self, new_chat_id: str) -> None:
+        super().__init__(f"chat moved to {new_chat_id}")
+        self.new_chat_id = new_chat_id
+
+
+class Sender(Protocol):
+    platform: Platform
+
+    async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
+        """The digest's first message: '<title> — YYYY-MM-DD: N new papers'."""
+
+    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+        """One paper's post, as /summary shows it: takeaways, thumbnails, breakdown button."""
+
+    async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
+        """The papers over the chat's maximum, as a compact list of links."""

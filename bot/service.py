@@ -1,0 +1,267 @@
+"""What each chat command does, whatever the platform. Adapters translate events into these calls."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bot.app import Components
+from bot.arxiv_source import ArxivUnavailable, PaperNotFound
+from bot.config import check_timezone, parse_hhmm
+from bot.ids import BadArxivId, parse_arxiv_id
+from bot.models import Chat, Paper, Summary, Topic
+from bot.query import QuerySyntaxError, normalize_query, parse_query, to_arxiv_search
+from bot.summarize.languages import language_name, normalize_language
+
+log = logging.getLogger(__name__)
+
+QUOTA_WINDOW = timedelta(hours=1)
+MAX_PAPERS_RANGE = (1, 50)
+
+
+class UserError(Exception):
+    """A request we cannot serve; the message says what was wrong and how to fix it.
+
+    `exit_code` follows SPEC for the command line: 2 for bad input, 1 for a failure at run time.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class QuotaExceeded(UserError):
+    pass
+
+
+HELP_TEXT = """\
+I summarize new arXiv papers. Subscribe this chat to topics and every day at your push time \
+you get the new papers on them: a one-line summary, key takeaways, figures, and the full breakdown \
+on request.
+
+Commands:
+/subscribe QUERY - follow a topic (arXiv search syntax)
+/unsubscribe ID|QUERY|all - stop following topics
+/topics - list this chat's topics
+/summary ID - summarize one paper now
+/digest - today's matches for this chat
+/settings - show settings; change with language L, time HH:MM, timezone Area/City, max N
+/help - this text
+
+Examples:
+/subscribe cat:cs.CV AND ti:diffusion
+/subscribe au:hinton OR "contrastive learning"
+/subscribe cs.CL ANDNOT ti:survey
+/summary 2405.01872
+/summary https://arxiv.org/abs/2405.01872v1
+/settings language zh
+/settings time 08:30
+/settings timezone Asia/Shanghai
+/settings max 5
+
+Query syntax: ti: (title), abs: (abstract), au: (author), cat: (category), all:; \
+AND, OR, ANDNOT; parentheses; "quoted phrases". A bare word searches everywhere; a bare \
+category such as cs.CV means cat:cs.CV. In groups and channels only admins change topics and settings."""
+
+
+@dataclass
+class SummaryResult:
+    summary: Summary
+    images: list[Path] = field(default_factory=list)
+    cached: bool = False
+
+
+@dataclass
+class SubscribeResult:
+    topic: Topic
+    created: bool
+    preview: list[Paper]
+    preview_error: str | None = None
+
+
+class Service:
+    def __init__(self, c: Components) -> None:
+        self.c = c
+        self.settings = c.settings
+        self.store = c.store
+
+    # --- papers and summaries ------------------------------------------------------------
+
+    async def find_paper(self, id_text: str) -> Paper:
+        """Stored paper when we have it (no arXiv request), else arXiv's record."""
+        try:
+            aid = parse_arxiv_id(id_text)
+        except BadArxivId as exc:
+            raise UserError(str(exc)) from None
+        stored = await self.store.get_paper(aid.base, aid.version)
+        if stored is not None:
+            return stored
+        try:
+            paper = await self.c.arxiv.get_paper(aid)
+        except PaperNotFound as exc:
+            raise UserError(f"{exc}. Check the id on arxiv.org.", exit_code=1) from None
+        except ArxivUnavailable as exc:
+            raise UserError(
+                f"arXiv did not answer ({exc}); please try again in a few minutes.", exit_code=1
+            ) from None
+        await self.store.upsert_paper(paper)
+        return paper
+
+    async def summarize(
+        self,
+        id_text: str,
+        language: str,
+        *,
+        user_key: str | None = None,
+        with_images: bool = True,
+    ) -> SummaryResult:
+        lang = self.language(language)
+        paper = await self.find_paper(id_text)
+        summary = await self.c.summaries.cached(paper, lang)
+        cached = summary is not None
+        if summary is None:
+            if user_key is not None:
+                await self._charge_quota(user_key)
+            summary = await self.c.summaries.summarize(paper, lang)
+        images = await self.c.pdfs.thumbnails(paper) if with_images else []
+        summary.images = [str(p) for p in images]
+        return SummaryResult(summary, images, cached)
+
+    async def _charge_quota(self, user_key: str) -> None:
+        limit = self.settings.summary_quota
+        used = await self.store.quota_used(user_key, QUOTA_WINDOW)
+        if used >= limit:
+            oldest = await self.store.quota_oldest(user_key, QUOTA_WINDOW)
+            wait = ""
+            if oldest is not None:
+                minutes = max(1, int((oldest + QUOTA_WINDOW - datetime.now(UTC)).total_seconds() // 60) + 1)
+                wait = f" Try again in about {minutes} min."
+            raise QuotaExceeded(
+                f"You have used your {limit} new summaries for this hour.{wait} "
+                "Papers that were already summarized are always free.",
+                exit_code=1,
+            )
+        await self.store.quota_add(user_key)
+
+    @staticmethod
+    def language(text: str) -> str:
+        try:
+            return normalize_language(text)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+    # --- chats and topics ----------------------------------------------------------------
+
+    def new_chat_defaults(self, chat: Chat) -> Chat:
+        chat.language = self.settings.language
+        chat.timezone = self.settings.timezone
+        chat.push_time = self.settings.push_time
+        return chat
+
+    async def register_chat(self, chat: Chat) -> Chat:
+        return await self.store.ensure_chat(self.new_chat_defaults(chat))
+
+    @staticmethod
+    def parse_topic(text: str) -> str:
+        text = text.strip()
+        if not text:
+            raise UserError("Give a query, e.g. /subscribe cat:cs.CV AND ti:diffusion")
+        try:
+            return normalize_query(parse_query(text))
+        except QuerySyntaxError as exc:
+            raise UserError(f"Could not read that query: {exc}") from None
+
+    async def subscribe(self, chat: Chat, text: str) -> SubscribeResult:
+        query = self.parse_topic(text)
+        assert chat.id is not None
+        existing = await self.store.list_topics(chat.id)
+        if query not in {t.query for t in existing} and len(existing) >= self.settings.max_topics:
+            raise UserError(
+                f"This chat already has {len(existing)} topics, the most allowed. "
+                "Remove one with /unsubscribe ID first (see /topics)."
+            )
+        since = await self.store.get_meta("last_announcement")
+        topic, created = await self.store.add_topic(chat.id, query, since=since)
+        preview: list[Paper] = []
+        error = None
+        try:
+            preview = await self.c.arxiv.search(to_arxiv_search(parse_query(query)), max_results=3)
+        except ArxivUnavailable as exc:
+            error = f"no preview: arXiv did not answer ({exc})"
+            log.warning("subscribe preview failed: %s", exc)
+        return SubscribeResult(topic, created, preview, error)
+
+    async def unsubscribe(self, chat: Chat, arg: str) -> list[Topic]:
+        """Remove topics by id list, by query or all; return what was removed."""
+        assert chat.id is not None
+        arg = arg.strip()
+        if not arg:
+            raise UserError("Say which topic: /unsubscribe ID, /unsubscribe QUERY or /unsubscribe all (see /topics).")
+        topics = await self.store.list_topics(chat.id)
+        if arg.lower() == "all":
+            chosen = topics
+        elif all(part.lstrip("#").isdigit() for part in arg.replace(",", " ").split()):
+            wanted = {int(part.lstrip("#")) for part in arg.replace(",", " ").split()}
+            chosen = [t for t in topics if t.id in wanted]
+            missing = wanted - {t.id for t in chosen}
+            if missing:
+                raise UserError(
+                    f"This chat has no topic {', '.join(f'#{m}' for m in sorted(missing))}. See /topics for the ids."
+                )
+        else:
+            query = self.parse_topic(arg)
+            chosen = [t for t in topics if t.query == query]
+            if not chosen:
+                raise UserError(f"This chat does not follow {query!r}. See /topics.")
+        if chosen:
+            await self.store.remove_topics(chat.id, [t.id for t in chosen])
+        return chosen
+
+    async def topics(self, chat: Chat) -> list[Topic]:
+        assert chat.id is not None
+        return await self.store.list_topics(chat.id)
+
+    # --- settings ------------------------------------------------------------------------
+
+    async def change_setting(self, chat: Chat, args: list[str]) -> Chat:
+        """Apply `/settings NAME VALUE`; return the chat as stored."""
+        assert chat.id is not None
+        if len(args) < 2:
+            raise UserError(
+                "Use /settings language L, /settings time HH:MM, /settings timezone Area/City or /settings max N."
+            )
+        name, value = args[0].lower(), " ".join(args[1:]).strip()
+        if name in ("language", "lang"):
+            await self.store.update_chat_settings(chat.id, language=self.language(value))
+        elif name == "time":
+            try:
+                h, m = parse_hhmm(value)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            await self.store.update_chat_settings(chat.id, push_time=f"{h:02d}:{m:02d}")
+        elif name in ("timezone", "tz"):
+            try:
+                await self.store.update_chat_settings(chat.id, timezone=check_timezone(value))
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        elif name == "max":
+            lo, hi = MAX_PAPERS_RANGE
+            if not value.isdigit() or not lo <= int(value) <= hi:
+                raise UserError(f"max takes a whole number from {lo} to {hi}, e.g. /settings max 10")
+            await self.store.update_chat_settings(chat.id, max_papers=int(value))
+        else:
+            raise UserError(f"Unknown setting {name!r}. Settings: language, time, timezone, max.")
+        stored = await self.store.get_chat_by_pk(chat.id)
+        assert stored is not None
+        return stored
+
+    @staticmethod
+    def describe_settings(chat: Chat) -> list[tuple[str, str]]:
+        return [
+            ("language", f"{chat.language} ({language_name(chat.language)})"),
+            ("time", chat.push_time),
+            ("timezone", chat.timezone),
+            ("max", f"{chat.max_papers} papers per push"),
+        ]
