@@ -1,0 +1,64 @@
+"""`paperbot run`: the chat adapters, the poller and the push scheduler in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from bot.app import build_components
+from bot.config import Settings
+from bot.models import Platform
+from bot.sender import Sender
+
+log = logging.getLogger(__name__)
+
+
+async def run_service(settings: Settings) -> None:
+    c = await build_components(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+    senders: dict[Platform, Sender] = {}
+    stoppers: list[Any] = []
+    try:
+        if settings.telegram_bot_token is not None:
+            from bot.telegram_bot import TelegramSender, build_application
+
+            tg = build_application(c)
+            await tg.initialize()
+            await tg.start()
+            assert tg.updater is not None
+            await tg.updater.start_polling(drop_pending_updates=False)
+            senders[Platform.TELEGRAM] = TelegramSender(tg.bot, c.store)
+            stoppers.append(_stop_telegram(tg))
+            log.info("Telegram bot started as @%s", tg.bot.username)
+        if settings.discord_bot_token is not None:
+            from bot.discord_bot import start_discord
+
+            sender, stopper = await start_discord(c)
+            senders[Platform.DISCORD] = sender
+            stoppers.append(stopper)
+        from bot.scheduler import Scheduler
+
+        scheduler = Scheduler(c, senders)
+        log.info("paperbot running; polling every %d min", settings.poll_minutes)
+        await scheduler.run(stop)
+    finally:
+        for stopper in reversed(stoppers):
+            with contextlib.suppress(Exception):
+                await stopper
+        await c.aclose()
+        log.info("paperbot stopped")
+
+
+async def _stop_telegram(app: Any) -> None:
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+    await app.stop()
+    await app.shutdown()

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bot.models import Chat, ChatKind, Paper, Platform
+from bot.store import Store
+from bot.store.migrations import LATEST, MIGRATIONS
+
+
+def _paper(version: int = 1) -> Paper:
+    return Paper(
+        arxiv_id="2405.01872",
+        version=version,
+        title="Defect Image Sample Generation",
+        authors=["Yichun Tai", "Kun Yang"],
+        abstract="We propose StableSDG.",
+        categories=["cs.CV", "cs.AI"],
+        published=datetime(2024, 5, 3, 8, 37, 25, tzinfo=UTC),
+        updated=datetime(2024, 5, 3, 8, 37, 25, tzinfo=UTC),
+        abs_url="http://arxiv.org/abs/2405.01872v1",
+        pdf_url="http://arxiv.org/pdf/2405.01872v1",
+    )
+
+
+async def test_fresh_database_has_wal_foreign_keys_and_latest_schema(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "p.db") as store:
+        assert await store.schema_version() == LATEST
+        row = await store.fetchone("PRAGMA journal_mode")
+        assert row[0] == "wal"
+        row = await store.fetchone("PRAGMA foreign_keys")
+        assert row[0] == 1
+
+
+async def test_migrating_an_existing_database_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    # A database as version 1 of the project left it, with a chat, a topic and a paper.
+    db = await aiosqlite.connect(str(path), isolation_level=None)
+    db.row_factory = aiosqlite.Row
+    store = Store(db, path)
+    assert await store.migrate(target=1) == [1]
+    chat = await store.ensure_chat(Chat(Platform.TELEGRAM, "42", ChatKind.PRIVATE, language="zh"))
+    await store.add_topic(chat.id, "cat:cs.CV")
+    await store.upsert_paper(_paper())
+    await store.close()
+    assert sqlite3.connect(path).execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 1
+
+    async with await Store.open(path) as store:
+        assert await store.schema_version() == LATEST == MIGRATIONS[-1][0]
+        chat2 = await store.get_chat(Platform.TELEGRAM, "42")
+        assert chat2 is not None and chat2.language == "zh"
+        assert [t.query for t in await store.list_topics(chat2.id)] == ["cat:cs.CV"]
+        assert (await store.get_paper("2405.01872")).title == "Defect Image Sample Generation"
+        await store.quota_add("telegram:1")  # a table that only version 2 has
+        assert await store.quota_used("telegram:1") == 1
+
+
+async def test_older_version_never_overwrites_newer(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "p.db") as store:
+        assert await store.upsert_paper(_paper(2)) is True
+        assert await store.upsert_paper(_paper(1)) is False
+        assert (await store.get_paper("2405.01872")).version == 2
+        assert await store.get_paper("2405.01872", 1) is None
+
+
+async def test_topics_are_shared_rows_and_chat_migration_keeps_them(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "p.db") as store:
+        a = await store.ensure_chat(Chat(Platform.TELEGRAM, "-1", ChatKind.GROUP))
+        b = await store.ensure_chat(Chat(Platform.TELEGRAM, "-2", ChatKind.GROUP))
+        t1, created = await store.add_topic(a.id, "cat:cs.CV")
+        assert created
+        again, created = await store.add_topic(a.id, "cat:cs.CV")
+        assert not created and again.id == t1.id
+        await store.add_topic(b.id, "cat:cs.CV")
+        row = await store.fetchone("SELECT COUNT(*) FROM topics")
+        assert row[0] == 1
+        await store.update_chat_settings(a.id, language="zh", max_papers=5)
+        await store.migrate_chat(Platform.TELEGRAM, "-1", "-1001")
+        moved = await store.get_chat(Platform.TELEGRAM, "-1001")
+        assert moved is not None and moved.id == a.id and moved.kind == ChatKind.SUPERGROUP
+        assert (moved.language, moved.max_papers) == ("zh", 5)
+        assert [t.query for t in await store.list_topics(moved.id)] == ["cat:cs.CV"]
+        assert await store.get_chat(Platform.TELEGRAM, "-1") is None
+        assert await store.remove_topics(b.id, None) == 1
+        assert await store.remove_topics(a.id, None) == 1
+        row = await store.fetchone("SELECT COUNT(*) FROM topics")
+        assert row[0] == 0
