@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 
 # A Telegram token inside a URL path (`/bot123456:ABC.../getUpdates`) or anywhere else.
-_TELEGRAM_TOKEN = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}\b")
+_TELEGRAM_TOKEN = re.compile(r"(?<![0-9])\d{5,}:[A-Za-z0-9_-]{30,}")
 _KEY_PARAM = re.compile(r"(?i)\b(key|api_key|token|x-goog-api-key)=([^&\s\"']+)")
 
 
