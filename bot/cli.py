@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.logs import setup_logging
+from bot.logs import RedactingFilter, setup_logging
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="paperbot",
@@ -28,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
 
 class Format(StrEnum):
@@ -44,7 +46,7 @@ class Fail(Exception):
         self.code = code
 
 
-def _settings() -> Settings:
+def _settings() -> tuple[Settings, RedactingFilter]:
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -54,25 +56,31 @@ def _settings() -> Settings:
         for s in (settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key)
         if s is not None
     ]
-    setup_logging(settings.log_level, secrets)
-    return settings
+    return settings, setup_logging(settings.log_level, secrets)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"error: {message}", markup=False, highlight=False)
+    return typer.Exit(code)
 
 
 def _run(make: Callable[[Settings], Awaitable[T]]) -> T:
-    """Run one async command, turning known failures into one stderr line and an exit code."""
+    """Run one async command, turning failures into one stderr line and an exit code."""
     from bot.service import UserError
 
+    redactor = RedactingFilter([])
     try:
-        settings = _settings()
+        settings, redactor = _settings()
         return asyncio.run(make(settings))
     except Fail as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(exc.code) from None
+        raise _fail(str(exc), exc.code) from None
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+        raise _fail(redactor.redact(str(exc)), exc.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except Exception as exc:  # one clear line, not a traceback; LOG_LEVEL=DEBUG shows the rest
+        log.debug("command failed", exc_info=True)
+        raise _fail(redactor.redact(f"{type(exc).__name__}: {exc}"), 1) from None
 
 
 async def _with_components(settings: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
@@ -98,8 +106,7 @@ def summary(
     try:
         parse_arxiv_id(paper_id)
     except BadArxivId as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(str(exc), 2) from None
 
     async def body(c: Any) -> str:
         from bot.render.markdown import render_summary_markdown
@@ -150,13 +157,11 @@ def digest(
     try:
         node = parse_query(query)
     except QuerySyntaxError as exc:
-        err.print(f"error: bad query: {exc}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(f"bad query: {exc}", 2) from None
     try:
         the_day = _parse_day(day)
     except Fail as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(exc.code) from None
+        raise _fail(str(exc), exc.code) from None
 
     async def body(c: Any) -> str:
         from bot.render.markdown import render_digest_post
