@@ -203,7 +203,8 @@ def digest(
             await asyncio.gather(*(one(i, progress, task) for i in range(len(papers))))
         err.print(f"{len(papers)} paper(s) for {normalize_query(node)} on {the_day}", highlight=False)
         return render_digest_post(
-            normalize_query(node), the_day, summaries, now=datetime.now(UTC), images=images
+            normalize_query(node), the_day, summaries, now=datetime.now(UTC), images=images,
+            language=language,
         )
 
     post = _run(lambda s: _with_components(s, body))

@@ -11,9 +11,9 @@ _NEW = r"(?P<new>\d{4}\.\d{4,5})"
 _OLD = r"(?P<old>[a-z][a-z\-]*(?:\.[A-Z]{2})?/\d{7})"
 _VERSION = r"(?:v(?P<version>\d+))?"
 _BARE = re.compile(rf"^(?:{_NEW}|{_OLD}){_VERSION}$")
+# Only the scheme and host are case-insensitive: archive names are lower-case ids.
 _URL = re.compile(
-    rf"^(?:https?://)?(?:www\.|export\.)?arxiv\.org/(?:abs|pdf|html)/(?:{_NEW}|{_OLD}){_VERSION}(?:\.pdf)?/?(?:[?#].*)?$",
-    re.IGNORECASE,
+    rf"^(?i:https?://)?(?i:www\.|export\.)?(?i:arxiv\.org)/(?:abs|pdf|html)/(?:{_NEW}|{_OLD}){_VERSION}(?:\.pdf)?/?(?:[?#].*)?$"
 )
 
 ACCEPTED_FORMS = (
@@ -53,6 +53,11 @@ def parse_arxiv_id(text: str) -> ArxivId:
     if not m:
         raise BadArxivId(text)
     base = m.group("new") or m.group("old")
+    if m.group("new"):
+        # Four-digit numbers ended with 1412: "2405.1872" is a mistyped id, not an unknown one.
+        yymm, number = base.split(".")
+        if len(number) == 4 and yymm >= "1501":
+            raise BadArxivId(text)
     version = int(m.group("version")) if m.group("version") else None
     if version == 0:
         raise BadArxivId(text)

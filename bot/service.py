@@ -100,6 +100,8 @@ class Service:
             return stored
         try:
             paper = await self.c.arxiv.get_paper(aid)
+        except BadArxivId as exc:  # well-formed here, but arXiv refused it
+            raise UserError(str(exc)) from None
         except PaperNotFound as exc:
             raise UserError(f"{exc}. Check the id on arxiv.org.", exit_code=1) from None
         except ArxivUnavailable as exc:
