@@ -1,0 +1,249 @@
+"""A chat-neutral view of one summary, and the length helpers both chat renderers share.
+
+Lengths are counted in UTF-16 code units because that is how Telegram (and Discord's clients)
+count; a character outside the Basic Multilingual Plane counts twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.models import Summary
+from bot.render.labels import Labels, labels_for
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def one_line(text: str | None) -> str:
+    """arXiv titles and abstracts carry hard line breaks and runs of spaces; a rendering wants neither."""
+    return " ".join((text or "").split())
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-16 units, at a word boundary when one is near, with an ellipsis."""
+    if utf16_len(text) <= limit:
+        return text
+    kept: list[str] = []
+    size = 0
+    for ch in text:
+        size += utf16_len(ch)
+        if size > limit - 1:  # one unit is reserved for the ellipsis
+            break
+        kept.append(ch)
+    cut = "".join(kept)
+    space = cut.rfind(" ")
+    if space > len(cut) * 0.6:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def short_authors(authors: Sequence[str], max: int = 4) -> str:  # noqa: A002 - the name callers use
+    """All names when there are at most `max`, else the first `max - 1` and "et al."."""
+    names = [one_line(a) for a in authors if a.strip()]
+    if len(names) <= max:
+        return ", ".join(names)
+    return ", ".join(names[: max - 1 or 1]) + " et al."
+
+
+def model_name(generated_by: str) -> str:
+    """`gemini:gemini-2.5-flash` -> `gemini-2.5-flash`: the provider is already in the model's name."""
+    return generated_by.split(":", 1)[1] if ":" in generated_by else generated_by
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A numbered sub-item of a breakdown section: "(n) label: text", the label may be empty."""
+
+    label: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One of the eight numbered items of the breakdown; `text`, `items` or both."""
+
+    number: int
+    heading: str
+    text: str = ""
+    items: tuple[Item, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PaperCard:
+    labels: Labels
+    arxiv_id: str  # with its version
+    title: str
+    title_translated: str | None  # None when it is the title itself
+    abs_url: str
+    pdf_url: str | None
+    code_url: str | None
+    authors: list[str]
+    short_authors: str
+    comment: str | None
+    abstract: str
+    summary: str
+    takeaways: list[str]
+    sections: list[Section]
+    provenance: str
+    notice: str
+    extractive: bool
+
+
+def notice_lines(labels: Labels, generated_by: Sequence[str]) -> list[str]:
+    """The machine-generated warning for text from these generators (one summary or a whole digest)."""
+    models = sorted({model_name(g) for g in generated_by if g != "extractive"})
+    lines = [labels.notice.format(model=", ".join(models))] if models else []
+    if "extractive" in generated_by:
+        lines.append(labels.extractive + labels.full_stop)
+    lines.append(labels.triage_notice)
+    return lines
+
+
+def provenance_text(summary: Summary, labels: Labels) -> str:
+    source = labels.from_full_text if summary.full_text_used else labels.from_abstract
+    if summary.is_extractive:
+        return f"{labels.extractive} · {source}"
+    return f"{labels.generated_by}{labels.colon}{summary.generated_by} · {source}"
+
+
+def build_card(summary: Summary) -> PaperCard:
+    p, c = summary.paper, summary.content
+    lb = labels_for(summary.language)
+    none = lb.none
+    title = one_line(p.title)
+    translated = one_line(c.title_translated)
+    if translated.casefold() == title.casefold():
+        translated = ""
+    authors = [one_line(a) for a in p.authors if a.strip()]
+    affiliations = [one_line(a) for a in (c.affiliations or p.affiliations) if a.strip()]
+    keywords = [one_line(k) for k in c.keywords if k.strip()]
+    steps = [one_line(s) for s in c.method if s.strip()]
+    code_url = c.code_url or None
+    links = f"{lb.paper}{lb.colon}{p.abs_url} · {lb.code}{lb.colon}{code_url or none}"
+    sections = [
+        Section(1, lb.title, f"{title} — {translated}" if translated else title),
+        Section(2, lb.authors, ", ".join(authors) or none),
+        Section(3, lb.affiliation, lb.list_sep.join(affiliations) or none),
+        Section(4, lb.keywords, lb.list_sep.join(keywords) or none),
+        Section(5, lb.links, links),
+        Section(
+            6,
+            lb.abstract_summary,
+            items=(
+                Item(lb.background, one_line(c.background) or none),
+                Item(lb.prior_work, one_line(c.prior_work) or none),
+                # SummaryContent has no separate method overview: the first step is the closest to one.
+                Item(lb.method, steps[0] if steps else none),
+                Item(lb.results, one_line(c.results) or none),
+            ),
+        ),
+        Section(7, lb.method_steps, "" if steps else none, tuple(Item("", s) for s in steps)),
+        Section(8, lb.conclusion, one_line(c.conclusion) or none),
+    ]
+    return PaperCard(
+        labels=lb,
+        arxiv_id=p.versioned_id,
+        title=title,
+        title_translated=translated or None,
+        abs_url=p.abs_url,
+        pdf_url=p.pdf_url,
+        code_url=code_url,
+        authors=authors,
+        short_authors=short_authors(authors),
+        comment=one_line(p.comment) or None,
+        abstract=one_line(p.abstract),
+        summary=one_line(c.summary),
+        takeaways=[one_line(t) for t in c.key_takeaways if t.strip()],
+        sections=sections,
+        provenance=provenance_text(summary, lb),
+        notice=" ".join(notice_lines(lb, [summary.generated_by])),
+        extractive=summary.is_extractive,
+    )
+
+
+# --- splitting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An unbreakable piece of a message: a character, an HTML entity, an escape pair or a tag."""
+
+    raw: str
+    text: str = ""  # what the reader sees; "" for a tag
+    opens: str | None = None  # tag name, for an opening tag
+    closes: str | None = None  # tag name, for a closing tag
+
+
+_SENTENCE_END = ".!?;"
+_CJK_STOP = "。！？；"
+_CJK_SOFT = "，、："
+
+
+def _rank(tail: str) -> int:
+    """How good a place to cut is right after the visible text `tail` (its last two characters)."""
+    prev2, prev = (" " + tail)[-2:]
+    if prev == "\n":
+        if prev2 in ":：":  # a heading line belongs with what it introduces
+            return 0
+        return 4 if prev2 == "\n" else 3
+    if prev in _CJK_STOP or (prev.isspace() and prev2 in _SENTENCE_END):
+        return 2
+    if prev.isspace() or prev in _CJK_SOFT:
+        return 1
+    return 0
+
+
+def split_tokens(tokens: Sequence[Token], limit: int) -> list[str]:
+    """Cut `tokens` into pieces of at most `limit` UTF-16 units, tags closed and reopened at each cut.
+
+    The cut falls on the best boundary in reach: a blank line, then a line break, then a sentence
+    end, then a space, and only failing all of those between two characters; never inside a tag,
+    an entity or an escape. Whitespace at the cuts is dropped, as chat clients would drop it anyway.
+    """
+    pieces: list[str] = []
+    stack: tuple[Token, ...] = ()  # tags open where the next piece starts
+    i, n = 0, len(tokens)
+    while True:
+        while i < n and tokens[i].text.isspace():
+            i += 1
+        if i >= n:
+            return pieces
+        head = "".join(t.raw for t in stack)
+        size = utf16_len(head)
+        closing = sum(len(t.opens or "") + 3 for t in stack)
+        cur, tail, j = stack, "", i
+        best: dict[int, tuple[int, tuple[Token, ...]]] = {}
+        while j < n:
+            t = tokens[j]
+            nxt, nxt_closing = cur, closing
+            if t.opens:
+                nxt, nxt_closing = cur + (t,), closing + len(t.opens) + 3
+            elif t.closes:
+                for k in range(len(cur) - 1, -1, -1):
+                    if cur[k].opens == t.closes:
+                        nxt, nxt_closing = cur[:k] + cur[k + 1 :], closing - len(t.closes) - 3
+                        break
+            step = utf16_len(t.raw)
+            if size + step + nxt_closing > limit:
+                break
+            size, cur, closing, j = size + step, nxt, nxt_closing, j + 1
+            tail = (tail + t.text)[-2:]
+            if not t.opens:  # a cut right after an opening tag would leave it empty
+                best[_rank(tail)] = (j, cur)
+        if j == n:
+            end, end_stack = n, cur
+        elif best:
+            end, end_stack = best[max(best)]
+        else:
+            raise ValueError(f"cannot fit {tokens[i].raw[:40]!r} into {limit} characters")
+        k = end
+        while k > i and tokens[k - 1].text.isspace():
+            k -= 1
+        body = tokens[i:k]
+        if any(t.text.strip() for t in body):
+            tail_tags = "".join(f"</{t.opens}>" for t in reversed(end_stack))
+            pieces.append(head + "".join(t.raw for t in body) + tail_tags)
+        stack, i = end_stack, end

@@ -1,0 +1,111 @@
+"""Discord renderings: a paper's embed (as a dict for `discord.Embed.from_dict`) and plain
+Markdown messages for the breakdown. Dynamic text is Markdown-escaped; messages are also
+mention-escaped so an abstract cannot ping @everyone. Lengths are counted in UTF-16 code units,
+which is never less than what Discord counts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from discord.utils import escape_markdown, escape_mentions
+
+from bot.models import Summary
+from bot.render.card import Token, build_card, clip, split_tokens, utf16_len
+
+MESSAGE_LIMIT = 2000
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 4096
+FIELD_NAME_LIMIT = 256
+FIELD_VALUE_LIMIT = 1024
+FOOTER_LIMIT = 2048
+EMBED_TOTAL_LIMIT = 6000
+ARXIV_RED = 0xB31B1B
+
+# A backslash escape stays with the character it escapes.
+_TEXT_TOKEN = re.compile(r"\\.|.", re.S)
+
+
+def split_text(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Plain text or Markdown cut into messages of at most `limit`, at the best boundary in reach:
+    blank line, line break, sentence end, space, and only failing those anywhere."""
+    return split_tokens([Token(m.group(0), m.group(0)[-1]) for m in _TEXT_TOKEN.finditer(text)], limit)
+
+
+def _esc(text: str) -> str:
+    return escape_markdown(escape_mentions(text))
+
+
+def _fit(text: str, limit: int) -> str:
+    """Escaped `text` within `limit`; escaping lengthens text, so clip the source until it fits."""
+    out, budget = escape_markdown(text), utf16_len(text)
+    while utf16_len(out) > limit:
+        budget -= max(utf16_len(out) - limit, 1)
+        out = escape_markdown(clip(text, max(budget, 1)))
+    return out
+
+
+def embed_length(embed: dict[str, Any]) -> int:
+    """What Discord adds up against its 6000-character limit for one embed."""
+    parts = [embed.get("title", ""), embed.get("description", ""),
+             embed.get("footer", {}).get("text", ""), embed.get("author", {}).get("name", "")]
+    parts += [f["name"] + f["value"] for f in embed.get("fields", [])]
+    return sum(utf16_len(p) for p in parts)
+
+
+def paper_embed(summary: Summary) -> dict[str, Any]:
+    """The paper's post: linked title, summary and takeaways, authors, links, provenance."""
+    card = build_card(summary)
+    lb = card.labels
+    links = [f"[arXiv]({card.abs_url})"]
+    if card.pdf_url:
+        links.append(f"[PDF]({card.pdf_url})")
+    if card.code_url:
+        links.append(f"[{lb.code}]({card.code_url})")
+    fields = []
+    if card.title_translated:
+        fields.append({"name": lb.title, "value": _fit(card.title_translated, FIELD_VALUE_LIMIT), "inline": False})
+    if card.short_authors:
+        fields.append({"name": lb.authors, "value": _fit(card.short_authors, FIELD_VALUE_LIMIT), "inline": False})
+    if card.comment:
+        fields.append({"name": lb.comment, "value": _fit(card.comment, FIELD_VALUE_LIMIT), "inline": False})
+    # The slice only guards against an absurd code URL from the LLM; real links are far shorter.
+    fields.append({"name": lb.links, "value": " · ".join(links)[:FIELD_VALUE_LIMIT], "inline": False})
+    embed: dict[str, Any] = {
+        "type": "rich",
+        "title": _fit(card.title, TITLE_LIMIT),
+        "url": card.abs_url,
+        "color": ARXIV_RED,
+        "fields": fields,
+        "footer": {"text": _fit(card.provenance, FOOTER_LIMIT)},
+    }
+    summary_part = f"**{lb.summary}**\n{escape_markdown(card.summary)}"
+    for n in range(len(card.takeaways), -1, -1):
+        bullets = "\n".join(f"- {escape_markdown(t)}" for t in card.takeaways[:n])
+        embed["description"] = summary_part + (f"\n\n**{lb.key_takeaways}**\n{bullets}" if n else "")
+        room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - embed_length({**embed, "description": ""}))
+        if utf16_len(embed["description"]) <= room:
+            return embed
+    # Even the summary alone is too long: clip it.
+    embed["description"] = f"**{lb.summary}**\n" + _fit(card.summary, room - utf16_len(lb.summary) - 5)
+    return embed
+
+
+def breakdown_text(summary: Summary) -> str:
+    """The numbered eight-part breakdown as one Markdown text, before splitting into messages."""
+    card = build_card(summary)
+    lb = card.labels
+    blocks = [f"**{_esc(lb.full_breakdown)}**{lb.colon}{_esc(card.title)}\n<{card.abs_url}>"]
+    for s in card.sections:
+        lines = [f"**{s.number}. {_esc(s.heading)}**{lb.colon}{_esc(s.text)}".rstrip()]
+        for k, item in enumerate(s.items, 1):
+            label = f"**{_esc(item.label)}**{lb.colon}" if item.label else ""
+            lines.append(f"({k}) {label}{_esc(item.text)}")
+        blocks.append("\n".join(lines))
+    blocks.append(f"*{_esc(card.provenance)}*")
+    return "\n\n".join(blocks)
+
+
+def breakdown_chunks(summary: Summary) -> list[str]:
+    return split_text(breakdown_text(summary))
