@@ -24,6 +24,7 @@ class Components:
     summaries: SummaryService
 
     async def aclose(self) -> None:
+        await self.summaries.aclose()
         await self.arxiv.aclose()
         await self.pdfs.aclose()
         await self.store.close()
@@ -40,6 +41,9 @@ async def build_components(settings: Settings) -> Components:
             settings.gemini_api_key,  # type: ignore[arg-type]  # use_gemini implies a key
             settings.gemini_model,
             base_url=settings.gemini_base_url,
+            # A /summary user waits for this: a dead endpoint falls back within about 2 minutes.
+            timeout=45.0,
+            attempts=3,
         )
         if settings.use_gemini
         else extractive

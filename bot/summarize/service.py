@@ -1,0 +1,145 @@
+"""Cached, deduplicated, rate-capped summaries, with the extractive summarizer as the safety net."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from bot.models import Paper, Summary, SummaryContent
+from bot.store import Store
+from bot.summarize.base import Summarizer, SummarizerError
+from bot.summarize.extractive import ExtractiveSummarizer
+from bot.summarize.languages import normalize_language
+
+log = logging.getLogger(__name__)
+
+# (arxiv_id, version, language, model_key, prompt_version): the summaries table's key
+CacheKey = tuple[str, int, str, str, str]
+
+
+def _stored_language(summarizer: Summarizer, language: str) -> str:
+    # The extractive summarizer cannot translate; its summaries are what the abstract is: English.
+    return "en" if summarizer.model_key == ExtractiveSummarizer.model_key else language
+
+
+def _key(paper: Paper, language: str, summarizer: Summarizer) -> CacheKey:
+    return (
+        paper.arxiv_id,
+        paper.version,
+        _stored_language(summarizer, language),
+        summarizer.model_key,
+        summarizer.prompt_version,
+    )
+
+
+class SummaryService:
+    def __init__(
+        self,
+        store: Store,
+        primary: Summarizer,
+        *,
+        fallback: ExtractiveSummarizer | None = None,
+        text_source: Callable[[Paper], Awaitable[str | None]] | None = None,
+        max_concurrency: int = 4,
+    ) -> None:
+        self.store = store
+        self.primary = primary
+        self.fallback = fallback
+        self.text_source = text_source
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._inflight: dict[CacheKey, asyncio.Task[Summary]] = {}
+
+    async def cached(self, paper: Paper, language: str) -> Summary | None:
+        """The primary summarizer's stored summary, if any (a fallback result does not count)."""
+        return await self._get(paper, _key(paper, normalize_language(language), self.primary))
+
+    async def summarize(self, paper: Paper, language: str) -> Summary:
+        """A stored summary, or a new one; concurrent requests for one key share one call."""
+        lang = normalize_language(language)
+        key = _key(paper, lang, self.primary)
+        hit = await self._get(paper, key)
+        if hit is not None:
+            return hit
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._produce(paper, lang, key))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._forget(key, t))
+        # Each waiter gets its own copy: callers attach their own images to it.
+        result = await asyncio.shield(task)
+        return dataclasses.replace(result, images=list(result.images))
+
+    def _forget(self, key: CacheKey, task: asyncio.Task[Summary]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every waiter was cancelled
+
+    async def _get(self, paper: Paper, key: CacheKey) -> Summary | None:
+        _, _, language, model_key, prompt_version = key
+        return await self.store.get_summary(paper, language, model_key, prompt_version)
+
+    async def _produce(self, paper: Paper, language: str, key: CacheKey) -> Summary:
+        # A request that lost the race with a just-finished call finds its result here.
+        hit = await self._get(paper, key)
+        if hit is not None:
+            return hit
+        full_text = await self._full_text(paper)
+        async with self._semaphore:
+            started = time.monotonic()
+            try:
+                content = await self.primary.summarize(paper, key[2], full_text)
+            except SummarizerError as exc:
+                log.warning(
+                    "summary of %s in %s by %s failed after %.1f s: %s",
+                    paper.versioned_id, key[2], self.primary.model_key, time.monotonic() - started, exc,
+                )
+                if self.fallback is None:
+                    raise
+                fallback = self.fallback
+            else:
+                log.info(
+                    "summarized %s in %s by %s in %.1f s%s",
+                    paper.versioned_id, key[2], self.primary.model_key, time.monotonic() - started,
+                    " with the paper's text" if full_text else "",
+                )
+                return await self._put(paper, key, content, full_text)
+        # Stored under the extractive key, so the primary is asked again next time.
+        fallback_key = _key(paper, language, fallback)
+        hit = await self._get(paper, fallback_key)
+        if hit is not None:
+            return hit
+        content = await fallback.summarize(paper, fallback_key[2], full_text)
+        return await self._put(paper, fallback_key, content, full_text)
+
+    async def _put(self, paper: Paper, key: CacheKey, content: SummaryContent, full_text: str | None) -> Summary:
+        _, _, language, model_key, prompt_version = key
+        summary = Summary(
+            paper=paper,
+            content=content,
+            language=language,
+            generated_by=model_key,
+            full_text_used=bool(full_text),
+            prompt_version=prompt_version,
+            created_at=datetime.now(UTC),
+        )
+        await self.store.put_summary(summary, model_key)
+        return summary
+
+    async def _full_text(self, paper: Paper) -> str | None:
+        if self.text_source is None:
+            return None
+        try:
+            text = await self.text_source(paper)
+        except Exception as exc:  # the paper's text only improves a summary; never block one on it
+            log.warning("no text of %s for its summary: %s", paper.versioned_id, exc)
+            return None
+        return text if text and text.strip() else None
+
+    async def aclose(self) -> None:
+        close = getattr(self.primary, "aclose", None)
+        if close is not None:
+            await close()
