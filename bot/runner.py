@@ -32,6 +32,9 @@ async def run_service(settings: Settings) -> None:
 
             tg = build_application(c)
             await tg.initialize()
+            # Application only runs post_init (the command menu) from run_polling; we start it by hand.
+            if tg.post_init is not None:
+                await tg.post_init(tg)
             await tg.start()
             assert tg.updater is not None
             await tg.updater.start_polling(drop_pending_updates=False)

@@ -1,0 +1,521 @@
+"""Telegram: chat commands over long polling, and the Sender for the daily push.
+
+The chat commands are the Service's; this module only turns updates into Service calls and
+results into HTML messages. Private chats, groups, supergroups (forum topics included) and
+channels all work: in groups only admins change topics and settings, and in channels, where
+commands arrive as posts without a sender, whoever can post counts as an admin. The "Full
+breakdown" button keeps what it needs in its callback data, so it works after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from html import escape
+from pathlib import Path
+
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    LinkPreviewOptions,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram import Chat as TgChat
+from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
+from telegram.error import BadRequest, ChatMigrated, Forbidden, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.app import Components
+from bot.logs import RedactingFilter
+from bot.models import Chat, ChatKind, Paper, Platform, Summary
+from bot.render.card import clip
+from bot.render.labels import labels_for
+from bot.render.telegram import (
+    breakdown_messages,
+    card_html,
+    compact_list_html,
+    digest_header_html,
+    split_html,
+)
+from bot.sender import ChatGone, ChatMoved
+from bot.service import HELP_TEXT, Service, UserError
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+COMMANDS = [
+    ("start", "What this bot does"),
+    ("help", "Commands and examples"),
+    ("subscribe", "Follow an arXiv topic: /subscribe cat:cs.CV AND ti:diffusion"),
+    ("unsubscribe", "Stop following topics: /unsubscribe ID|QUERY|all"),
+    ("topics", "This chat's topics with their ids"),
+    ("summary", "Summarize one paper: /summary 2405.01872"),
+    ("settings", "Show or change language, time, timezone, max"),
+    ("digest", "Today's matches for this chat, now"),
+]
+ADMIN_ONLY = (
+    "Only admins of this group can change its topics and settings. "
+    "Anyone can use /topics, /summary, /digest and /settings without arguments."
+)
+FAILED = "Sorry, something went wrong on our side; please try again later."
+ADMIN_CACHE_SECONDS = 60.0
+MAX_PHOTOS = 10  # a media group's maximum
+MAX_PHOTO_BYTES = 10 * 2**20  # Telegram's limit for photos
+CALLBACK_DATA_BYTES = 64
+TYPING_EVERY = 4.5  # Telegram shows "typing…" for 5 s
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+_BREAKDOWN = re.compile(r"bd\|(?P<id>[^|]+)\|(?P<version>\d+)\|(?P<language>[^|]*)")
+
+
+# --- sending (shared by the commands and the push) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where messages go: a chat and, in a forum supergroup, the topic thread."""
+
+    chat_id: int | str
+    thread_id: int | None = None
+
+
+def tg_chat_id(chat: Chat) -> int | str:
+    return int(chat.chat_id) if chat.chat_id.lstrip("-").isdigit() else chat.chat_id
+
+
+async def say(bot: Bot, to: Target, html: str) -> Message:
+    """Send HTML, cut into as many messages as the limit needs; return the last one."""
+    sent: Message | None = None
+    for piece in split_html(html):
+        sent = await bot.send_message(
+            to.chat_id, piece, parse_mode=ParseMode.HTML, message_thread_id=to.thread_id,
+            link_preview_options=NO_PREVIEW,
+        )
+    assert sent is not None, "say() needs a non-empty text"
+    return sent
+
+
+def breakdown_data(summary: Summary) -> str:
+    p = summary.paper
+    data = f"bd|{p.arxiv_id}|{p.version}|{summary.language}"
+    # Telegram caps callback data at 64 bytes; a long language name is then taken from the chat.
+    return data if len(data.encode()) <= CALLBACK_DATA_BYTES else f"bd|{p.arxiv_id}|{p.version}|"
+
+
+def paper_keyboard(summary: Summary) -> InlineKeyboardMarkup:
+    p = summary.paper
+    row = [InlineKeyboardButton(labels_for(summary.language).full_breakdown, callback_data=breakdown_data(summary))]
+    if p.pdf_url:
+        row.append(InlineKeyboardButton("PDF", url=p.pdf_url))
+    row.append(InlineKeyboardButton("arXiv", url=p.abs_url))
+    return InlineKeyboardMarkup([row])
+
+
+async def send_paper(
+    bot: Bot, to: Target, summary: Summary, images: Sequence[Path], placeholder: Message | None = None
+) -> None:
+    """A paper's post: the card with its buttons (in place of `placeholder` if given), then its figures."""
+    text, markup = card_html(summary), paper_keyboard(summary)
+    if placeholder is not None:
+        await bot.edit_message_text(
+            text, chat_id=placeholder.chat_id, message_id=placeholder.message_id, parse_mode=ParseMode.HTML,
+            reply_markup=markup, link_preview_options=NO_PREVIEW,
+        )
+        card_id = placeholder.message_id
+    else:
+        card = await bot.send_message(
+            to.chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup, message_thread_id=to.thread_id,
+            link_preview_options=NO_PREVIEW,
+        )
+        card_id = card.message_id
+    usable = [p for p in images if p.is_file() and 0 < p.stat().st_size <= MAX_PHOTO_BYTES][:MAX_PHOTOS]
+    photos = [p.read_bytes() for p in usable]
+    # The figures answer the card, so they stay tied to their paper in a long digest.
+    reply = ReplyParameters(card_id, allow_sending_without_reply=True)
+    try:
+        if len(photos) == 1:
+            await bot.send_photo(to.chat_id, photos[0], message_thread_id=to.thread_id, reply_parameters=reply)
+        elif photos:
+            media = [InputMediaPhoto(data, filename=f"figure{i}.jpg") for i, data in enumerate(photos, 1)]
+            await bot.send_media_group(to.chat_id, media, message_thread_id=to.thread_id, reply_parameters=reply)
+    except BadRequest as exc:
+        # The post is out; figures Telegram refuses (size, proportions) must not make it fail or repeat.
+        log.warning("figures of %s not sent: %s", summary.paper.versioned_id, exc.message)
+
+
+def error_html(message: str) -> str:
+    """A UserError for the chat: its first line as text, the rest (a query with a caret under
+    the failing place) preformatted so the caret stays in its column."""
+    first, _, rest = message.partition("\n")
+    return escape(first) + (f"\n<pre>{escape(rest)}</pre>" if rest.strip() else "")
+
+
+def paper_line(p: Paper) -> str:
+    return f'• <a href="{escape(p.abs_url)}">{escape(clip(p.title, 300))}</a>'
+
+
+# --- the push ----------------------------------------------------------------------------------
+
+
+class TelegramSender:
+    """bot.sender.Sender for Telegram; marks blocked and migrated chats in the store as it finds them."""
+
+    platform = Platform.TELEGRAM
+
+    def __init__(self, bot: Bot, store: Store) -> None:
+        self.bot = bot
+        self.store = store
+
+    async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
+        async with self._guard(chat):
+            await say(self.bot, Target(tg_chat_id(chat)), digest_header_html(title, day, count))
+
+    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+        async with self._guard(chat):
+            await send_paper(self.bot, Target(tg_chat_id(chat)), summary, images)
+
+    async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
+        async with self._guard(chat):
+            for piece in compact_list_html(papers, labels_for(chat.language).more_papers):
+                await say(self.bot, Target(tg_chat_id(chat)), piece)
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, chat: Chat) -> AsyncIterator[None]:
+        try:
+            yield
+        except Forbidden as exc:
+            await self.store.set_chat_active(Platform.TELEGRAM, chat.chat_id, False)
+            raise ChatGone(f"Telegram chat {chat.chat_id}: {exc.message}") from None
+        except ChatMigrated as exc:
+            new_id = str(exc.new_chat_id)
+            await self.store.migrate_chat(Platform.TELEGRAM, chat.chat_id, new_id)
+            raise ChatMoved(new_id) from None
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """One command: the chat as stored, where to answer, who asked, and the text after the command."""
+
+    chat: Chat
+    to: Target
+    message: Message
+    user_key: str
+    arg: str
+
+
+Command = Callable[["TelegramBot", Bot, Request], Awaitable[None]]
+
+
+def chat_of(tg: TgChat) -> Chat:
+    title = tg.title or tg.full_name or tg.username or ""
+    return Chat(Platform.TELEGRAM, str(tg.id), ChatKind(tg.type), title)
+
+
+def target_of(message: Message) -> Target:
+    # message_thread_id is also set on replies in plain groups; only forum topics are threads to post in.
+    return Target(message.chat_id, message.message_thread_id if message.is_topic_message else None)
+
+
+class TelegramBot:
+    """The handlers, with the Service and a short-lived cache of group admins."""
+
+    def __init__(self, c: Components) -> None:
+        self.c = c
+        self.service = Service(c)
+        self._admins: dict[tuple[int, int], tuple[float, bool]] = {}
+        token = c.settings.telegram_bot_token
+        self._redactor = RedactingFilter([token.get_secret_value()] if token else [])
+
+    def add_handlers(self, app: Application) -> None:  # type: ignore[type-arg]
+        # Channel posts have no sender and are not messages to CommandHandler's default filter. A
+        # channel's posts also reach its discussion group as automatic forwards: answered once, in the channel.
+        scope = (filters.UpdateType.MESSAGE | filters.UpdateType.CHANNEL_POST) & ~filters.IS_AUTOMATIC_FORWARD
+        commands: dict[str, Command] = {
+            "start": TelegramBot.cmd_help, "help": TelegramBot.cmd_help,
+            "subscribe": TelegramBot.cmd_subscribe, "unsubscribe": TelegramBot.cmd_unsubscribe,
+            "topics": TelegramBot.cmd_topics, "summary": TelegramBot.cmd_summary,
+            "settings": TelegramBot.cmd_settings, "digest": TelegramBot.cmd_digest,
+        }
+        for name, command in commands.items():
+            app.add_handler(CommandHandler(name, self._runner(command), filters=scope))
+        app.add_handler(CallbackQueryHandler(self.on_breakdown, pattern=_BREAKDOWN))
+        app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
+        app.add_handler(ChatMemberHandler(self.on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
+        app.add_error_handler(self.on_error)
+
+    def _runner(self, command: Command) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
+        async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            message = update.effective_message
+            assert message is not None
+            chat = await self.service.register_chat(chat_of(message.chat))
+            # Anonymous admins and channels speak as a chat; their quota is that chat's.
+            who = message.sender_chat or message.from_user or message.chat
+            parts = (message.text or "").split(maxsplit=1)
+            arg = parts[1] if len(parts) > 1 else ""
+            request = Request(chat, target_of(message), message, f"telegram:{who.id}", arg)
+            try:
+                await command(self, context.bot, request)
+            except UserError as exc:
+                await say(context.bot, request.to, error_html(str(exc)))
+
+        return run
+
+    async def is_admin(self, bot: Bot, message: Message) -> bool:
+        chat = message.chat
+        if chat.type in (ChatType.PRIVATE, ChatType.CHANNEL):
+            return True  # in a channel, whoever can post is an admin
+        if message.sender_chat is not None:
+            # The anonymous admin writes as the group itself; a user writing as a channel is not an admin.
+            return message.sender_chat.id == chat.id
+        if message.from_user is None:
+            return False
+        key, now = (chat.id, message.from_user.id), time.monotonic()
+        cached = self._admins.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        member = await bot.get_chat_member(chat.id, message.from_user.id)
+        admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+        if len(self._admins) > 10_000:
+            self._admins = {k: v for k, v in self._admins.items() if v[0] > now}
+        self._admins[key] = (now + ADMIN_CACHE_SECONDS, admin)
+        return admin
+
+    async def _require_admin(self, bot: Bot, r: Request) -> None:
+        if not await self.is_admin(bot, r.message):
+            raise UserError(ADMIN_ONLY)
+
+    async def cmd_help(self, bot: Bot, r: Request) -> None:
+        await say(bot, r.to, escape(HELP_TEXT))
+
+    async def cmd_subscribe(self, bot: Bot, r: Request) -> None:
+        await self._require_admin(bot, r)
+        result = await self.service.subscribe(r.chat, r.arg)
+        t = result.topic
+        head = "Subscribed" if result.created else "Already subscribed"
+        lines = [f"{head}: topic #{t.id} <code>{escape(t.query)}</code>"]
+        if result.preview:
+            lines += ["", "Recent matches:", *(paper_line(p) for p in result.preview)]
+        elif result.preview_error:
+            lines.append(f"({escape(result.preview_error)})")
+        else:
+            lines.append("No recent papers match yet; new ones will come with the daily push.")
+        lines += ["", f"Remove it with /unsubscribe {t.id}."]
+        await say(bot, r.to, "\n".join(lines))
+
+    async def cmd_unsubscribe(self, bot: Bot, r: Request) -> None:
+        await self._require_admin(bot, r)
+        removed = await self.service.unsubscribe(r.chat, r.arg)
+        if not removed:
+            await say(bot, r.to, "This chat has no topics.")
+            return
+        await say(bot, r.to, "Removed:\n" + "\n".join(f"#{t.id} <code>{escape(t.query)}</code>" for t in removed))
+
+    async def cmd_topics(self, bot: Bot, r: Request) -> None:
+        topics = await self.service.topics(r.chat)
+        if not topics:
+            await say(bot, r.to, "No topics yet. Add one with /subscribe, e.g. /subscribe cat:cs.CV AND ti:diffusion")
+            return
+        await say(bot, r.to, "Topics:\n" + "\n".join(f"#{t.id} <code>{escape(t.query)}</code>" for t in topics))
+
+    async def cmd_settings(self, bot: Bot, r: Request) -> None:
+        chat = r.chat
+        if r.arg.strip():
+            await self._require_admin(bot, r)
+            chat = await self.service.change_setting(chat, r.arg.split())
+        head = "Settings changed." if r.arg.strip() else "Settings of this chat:"
+        lines = [f"<b>{escape(k)}</b>: {escape(v)}" for k, v in self.service.describe_settings(chat)]
+        hint = "Change one with /settings name value, e.g. /settings time 08:30"
+        await say(bot, r.to, "\n".join([head, *lines, hint]))
+
+    async def cmd_digest(self, bot: Bot, r: Request) -> None:
+        from bot.delivery import digest_for_chat  # the push machinery is not needed until asked
+
+        async with typing(bot, r.to):
+            day, summaries = await digest_for_chat(self.c, r.chat)
+        if day is None or not summaries:
+            await say(bot, r.to, "No new papers match this chat's topics today. See /topics.")
+            return
+        await say(bot, r.to, digest_header_html("Today's papers", day, len(summaries)))
+        for s in summaries:
+            await send_paper(bot, r.to, s, [Path(p) for p in s.images])
+
+    async def cmd_summary(self, bot: Bot, r: Request) -> None:
+        id_text = r.arg.strip()
+        if not id_text:
+            raise UserError("Give a paper id, e.g. /summary 2405.01872 or /summary https://arxiv.org/abs/2405.01872")
+        async with typing(bot, r.to):
+            placeholder = await say(bot, r.to, f"Summarizing {escape(clip(id_text, 200))}…")
+            try:
+                result = await self.service.summarize(id_text, r.chat.language, user_key=r.user_key)
+            except UserError as exc:
+                await self._edit(bot, placeholder, error_html(str(exc)))
+                return
+            except Exception as exc:  # noqa: BLE001 - the placeholder must not promise work forever
+                self._log_failure("/summary", exc)
+                await self._edit(bot, placeholder, escape(FAILED))
+                return
+            await send_paper(bot, r.to, result.summary, result.images, placeholder=placeholder)
+
+    @staticmethod
+    async def _edit(bot: Bot, message: Message, html: str) -> None:
+        await bot.edit_message_text(
+            split_html(html)[0], chat_id=message.chat_id, message_id=message.message_id,
+            parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
+        )
+
+    # --- other updates -----------------------------------------------------------------------
+
+    async def on_breakdown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        assert query is not None
+        await query.answer()
+        m = _BREAKDOWN.fullmatch(query.data or "")
+        if m is None or query.message is None:
+            return
+        tg = query.message.chat
+        to = target_of(query.message) if isinstance(query.message, Message) else Target(tg.id)
+        chat = await self.service.register_chat(chat_of(tg))
+        try:
+            summary = await self.breakdown_summary(
+                f"{m['id']}v{m['version']}", m["language"] or chat.language, f"telegram:{query.from_user.id}"
+            )
+        except UserError as exc:
+            await say(context.bot, to, error_html(str(exc)))
+            return
+        for piece in breakdown_messages(summary):
+            await say(context.bot, to, piece)
+
+    async def breakdown_summary(self, id_text: str, language: str, user_key: str) -> Summary:
+        """The summary the post was made from; a new one (quota applies) only if it is gone."""
+        paper = await self.service.find_paper(id_text)
+        language = self.service.language(language)
+        summary = await self.c.summaries.cached(paper, language)
+        fallback = self.c.summaries.fallback
+        if summary is None and fallback is not None:
+            # The post may show the extractive stand-in for an LLM call that failed.
+            summary = await self.c.store.get_summary(paper, language, fallback.model_key, fallback.prompt_version)
+        if summary is None:
+            summary = (await self.service.summarize(id_text, language, user_key=user_key, with_images=False)).summary
+        return summary
+
+    async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A group became a supergroup: its topics and settings move to the new id."""
+        m = update.effective_message
+        assert m is not None
+        if m.migrate_to_chat_id:
+            old, new = m.chat_id, m.migrate_to_chat_id
+        elif m.migrate_from_chat_id:
+            old, new = m.migrate_from_chat_id, m.chat_id
+        else:
+            return
+        await self.c.store.migrate_chat(Platform.TELEGRAM, str(old), str(new))
+        log.info("Telegram chat %s migrated to %s", old, new)
+
+    async def on_my_member(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The bot was blocked, kicked or added: switch the chat off or on."""
+        change = update.my_chat_member
+        assert change is not None
+        if change.new_chat_member.status in (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED):
+            await self.c.store.set_chat_active(Platform.TELEGRAM, str(change.chat.id), False)
+        else:
+            await self.service.register_chat(chat_of(change.chat))
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        assert error is not None
+        message = update.effective_message if isinstance(update, Update) else None
+        chat = update.effective_chat if isinstance(update, Update) else None
+        if isinstance(error, Forbidden) and chat is not None:
+            await self.c.store.set_chat_active(Platform.TELEGRAM, str(chat.id), False)
+            log.info("Telegram chat %s blocked or removed the bot; switched off", chat.id)
+            return
+        if isinstance(error, ChatMigrated) and chat is not None:
+            await self.c.store.migrate_chat(Platform.TELEGRAM, str(chat.id), str(error.new_chat_id))
+            return
+        self._log_failure("Telegram update", error)
+        if chat is not None:
+            to = target_of(message) if message is not None else Target(chat.id)
+            with contextlib.suppress(TelegramError):
+                await say(context.bot, to, escape(FAILED))
+
+    def _log_failure(self, what: str, error: BaseException) -> None:
+        # Only the type and a redacted message at ERROR; the traceback, redacted, for debugging.
+        log.error("%s failed: %s: %s", what, type(error).__name__, self._redactor.redact(str(error)))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", self._redactor.redact("".join(traceback.format_exception(error))))
+
+
+@contextlib.asynccontextmanager
+async def typing(bot: Bot, to: Target) -> AsyncIterator[None]:
+    """Show "typing…" in the chat until the block ends."""
+
+    async def keep_typing() -> None:
+        while True:
+            with contextlib.suppress(TelegramError):
+                await bot.send_chat_action(to.chat_id, ChatAction.TYPING, message_thread_id=to.thread_id)
+            await asyncio.sleep(TYPING_EVERY)
+
+    task = asyncio.create_task(keep_typing())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# --- start -------------------------------------------------------------------------------------
+
+
+async def set_commands(app: Application) -> None:  # type: ignore[type-arg]
+    await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+
+
+def build_application(c: Components) -> Application:  # type: ignore[type-arg]
+    """The Application for long polling; call `post_init` (sets the command menu) after `initialize()`
+    when not using `run_polling`."""
+    token = c.settings.telegram_bot_token
+    if token is None:
+        raise UserError("Set TELEGRAM_BOT_TOKEN to run the Telegram bot.")
+    api = c.settings.telegram_api_base_url
+    app = (
+        ApplicationBuilder()
+        .token(token.get_secret_value())
+        .base_url(f"{api}/bot")
+        .base_file_url(f"{api}/file/bot")
+        # Waits out flood limits and RetryAfter answers instead of failing the send.
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        # A summary can take half a minute; other chats must not wait for it.
+        .concurrent_updates(True)
+        # Uploads of a paper's figures and their answers can take longer than PTB's 5 s defaults.
+        .read_timeout(20)
+        .media_write_timeout(60)
+        .post_init(set_commands)
+        .build()
+    )
+    TelegramBot(c).add_handlers(app)
+    return app
