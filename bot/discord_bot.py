@@ -158,28 +158,13 @@ class BreakdownButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
             await interaction.response.defer(thinking=True)
-            summary = await breakdown_summary(
-                bot_of(interaction), f"{self.arxiv_id}v{self.version}", self.language, f"discord:{interaction.user.id}"
+            summary = await bot_of(interaction).service.breakdown_summary(
+                f"{self.arxiv_id}v{self.version}", self.language, f"discord:{interaction.user.id}"
             )
             for chunk in breakdown_chunks(summary):
                 await interaction.followup.send(chunk)
         except Exception as exc:
             await report_error(interaction, exc)
-
-
-async def breakdown_summary(bot: PaperBot, id_text: str, language: str, user_key: str) -> Summary:
-    """The summary the post was made from; a new one (quota applies) only if it is gone."""
-    service, summaries = bot.service, bot.c.summaries
-    paper = await service.find_paper(id_text)
-    language = service.language(language)
-    summary = await summaries.cached(paper, language)
-    fallback = summaries.fallback
-    if summary is None and fallback is not None:
-        # The post may show the extractive stand-in for an LLM call that failed.
-        summary = await bot.c.store.get_summary(paper, language, fallback.model_key, fallback.prompt_version)
-    if summary is None:
-        summary = (await service.summarize(id_text, language, user_key=user_key, with_images=False)).summary
-    return summary
 
 
 # --- slash commands --------------------------------------------------------------------

@@ -131,6 +131,17 @@ class Service:
         summary.images = [str(p) for p in images]
         return SummaryResult(summary, images, cached)
 
+    async def breakdown_summary(self, id_text: str, language: str, user_key: str) -> Summary:
+        """The summary a post was made from, for its "Full breakdown" button.
+
+        A new one (quota applies) is made only when nothing is stored any more.
+        """
+        paper = await self.find_paper(id_text)
+        summary = await self.c.summaries.stored(paper, self.language(language))
+        if summary is None:
+            summary = (await self.summarize(id_text, language, user_key=user_key, with_images=False)).summary
+        return summary
+
     async def _charge_quota(self, user_key: str) -> None:
         limit = self.settings.summary_quota
         used = await self.store.quota_used(user_key, QUOTA_WINDOW)

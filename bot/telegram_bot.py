@@ -400,7 +400,7 @@ class TelegramBot:
         to = target_of(query.message) if isinstance(query.message, Message) else Target(tg.id)
         chat = await self.service.register_chat(chat_of(tg))
         try:
-            summary = await self.breakdown_summary(
+            summary = await self.service.breakdown_summary(
                 f"{m['id']}v{m['version']}", m["language"] or chat.language, f"telegram:{query.from_user.id}"
             )
         except UserError as exc:
@@ -408,19 +408,6 @@ class TelegramBot:
             return
         for piece in breakdown_messages(summary):
             await say(context.bot, to, piece)
-
-    async def breakdown_summary(self, id_text: str, language: str, user_key: str) -> Summary:
-        """The summary the post was made from; a new one (quota applies) only if it is gone."""
-        paper = await self.service.find_paper(id_text)
-        language = self.service.language(language)
-        summary = await self.c.summaries.cached(paper, language)
-        fallback = self.c.summaries.fallback
-        if summary is None and fallback is not None:
-            # The post may show the extractive stand-in for an LLM call that failed.
-            summary = await self.c.store.get_summary(paper, language, fallback.model_key, fallback.prompt_version)
-        if summary is None:
-            summary = (await self.service.summarize(id_text, language, user_key=user_key, with_images=False)).summary
-        return summary
 
     async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: its topics and settings move to the new id."""

@@ -456,3 +456,15 @@ def test_language_name() -> None:
     assert language_name("en") == "English"
     assert language_name("ja") == "Japanese"
     assert language_name("Swahili") == "Swahili"
+
+
+
+async def test_stored_finds_the_fallback_summary_a_post_showed(store: Store, fake: FakeGemini, gemini) -> None:
+    """A failed LLM call leaves the extractive stand-in (stored as English); the breakdown finds it."""
+    fake.default = FakeGemini.error(500)
+    service = SummaryService(store, gemini(attempts=1), fallback=ExtractiveSummarizer())
+    shown = await service.summarize(PAPER, "zh")
+    assert shown.generated_by == "extractive"
+    assert await service.cached(PAPER, "zh") is None
+    again = await service.stored(PAPER, "zh")
+    assert again is not None and again.content == shown.content

@@ -57,6 +57,13 @@ class SummaryService:
         """The primary summarizer's stored summary, if any (a fallback result does not count)."""
         return await self._get(paper, _key(paper, normalize_language(language), self.primary))
 
+    async def stored(self, paper: Paper, language: str) -> Summary | None:
+        """What a post of this paper showed: the primary's summary, else the stored fallback's."""
+        hit = await self.cached(paper, language)
+        if hit is None and self.fallback is not None:
+            hit = await self._get(paper, _key(paper, normalize_language(language), self.fallback))
+        return hit
+
     async def summarize(self, paper: Paper, language: str) -> Summary:
         """A stored summary, or a new one; concurrent requests for one key share one call."""
         lang = normalize_language(language)
