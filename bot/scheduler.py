@@ -1,0 +1,75 @@
+"""The service's clockwork: a poll every PAPERBOT_POLL_MINUTES, a look for due pushes every minute."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from bot.app import Components
+from bot.delivery import now_utc, push_once
+from bot.models import Platform
+from bot.poller import Poller
+from bot.sender import Sender
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        c: Components,
+        senders: Mapping[Platform, Sender],
+        *,
+        clock: Callable[[], datetime] = now_utc,
+        tick: float = 60.0,
+    ) -> None:
+        self.c = c
+        self.senders = senders
+        self.clock = clock
+        self.tick = tick  # seconds between looks for due pushes
+        self.poller = Poller(c, clock=clock)
+        self._poll_task: asyncio.Task[None] | None = None
+        self._next_poll: datetime | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set. A poll runs in the background, so a long one (many summaries)
+        does not hold up the pushes; a failure is logged and recorded, and the loop goes on."""
+        try:
+            while not stop.is_set():
+                await self.step()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.tick)
+        finally:
+            if self._poll_task is not None and not self._poll_task.done():
+                self._poll_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._poll_task
+
+    async def step(self) -> None:
+        """Start a poll if one is due, then send the pushes that are due."""
+        try:
+            now = self.clock()
+            idle = self._poll_task is None or self._poll_task.done()
+            if idle and (self._next_poll is None or now >= self._next_poll):
+                self._next_poll = now + timedelta(minutes=self.c.settings.poll_minutes)
+                self._poll_task = asyncio.create_task(self._poll(), name="paperbot-poll")
+            report = await push_once(self.c, senders=self.senders, clock=self.clock)
+            if report.eventful:
+                log.info("push: %s", report)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+            await self._failed("push", exc)
+
+    async def _poll(self) -> None:
+        try:
+            report = await self.poller.run_once()
+            log.info("poll: %s", report)
+        except Exception as exc:  # noqa: BLE001
+            await self._failed("poll", exc)
+
+    async def _failed(self, kind: str, exc: Exception) -> None:
+        log.exception("%s failed", kind)
+        with contextlib.suppress(Exception):  # a broken database must not end the loop either
+            await self.c.store.record_failure(kind, f"{type(exc).__name__}: {exc}")

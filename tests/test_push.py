@@ -1,0 +1,418 @@
+"""The push: header, posts and list per chat, and the delivery ledger across failures and crashes.
+
+Papers come from the fake arXiv through a real poll; a recording Sender stands in for the chat
+platforms (their adapters are tested on their own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.app import Components
+from bot.delivery import deliver_chat, digest_for_chat, push_once
+from bot.models import Chat, ChatKind, DeliveryStatus, Paper, Platform, Summary
+from bot.poller import Poller
+from bot.query import normalize_query, parse_query
+from bot.sender import ChatGone, ChatMoved
+from tests.conftest import env_for, subprocess_env
+from tests.fakes.arxiv import SEED_ID, FakeArxiv
+
+MONDAY = date(2024, 5, 6)
+TUESDAY = date(2024, 5, 7)
+
+
+class Crash(BaseException):
+    """The process dies: nothing in the bot catches this."""
+
+
+class RecordingSender:
+    """A Sender that records what reached each chat; `fail(kind, exc, at=n, chat=id)` makes its
+    n-th call of a kind ("header", "paper", "list") to that chat raise."""
+
+    platform = Platform.TELEGRAM
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, Any]] = []
+        self.summaries: list[Summary] = []
+        self.images: list[list[Path]] = []
+        self._calls: dict[tuple[str, str], int] = {}
+        self._failures: dict[tuple[str, str, int], BaseException] = {}
+
+    def fail(self, kind: str, exc: BaseException, at: int = 1, chat: str = "100") -> None:
+        self._failures[(kind, chat, at)] = exc
+
+    def _call(self, kind: str, chat: Chat) -> None:
+        n = self._calls[(kind, chat.chat_id)] = self._calls.get((kind, chat.chat_id), 0) + 1
+        exc = self._failures.pop((kind, chat.chat_id, n), None)
+        if exc is not None:
+            raise exc
+
+    async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
+        self._call("header", chat)
+        self.log.append(("header", chat.chat_id, f"{title} — {day}: {count}"))
+
+    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+        self._call("paper", chat)
+        self.log.append(("paper", chat.chat_id, summary.paper.arxiv_id))
+        self.summaries.append(summary)
+        self.images.append(images)
+
+    async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
+        self._call("list", chat)
+        self.log.append(("list", chat.chat_id, [p.arxiv_id for p in papers]))
+
+    def papers_to(self, chat_id: str) -> list[str]:
+        out: list[str] = []
+        for kind, cid, what in self.log:
+            if cid == chat_id and kind != "header":
+                out += what if kind == "list" else [what]
+        return out
+
+
+def add_papers(
+    fake: FakeArxiv, prefix: str, titles: Sequence[str], categories: Sequence[str] = ("cs.CV",)
+) -> list[str]:
+    """Register papers 2405.{prefix}{n:03d} (prefix: two digits) with these titles; return their ids."""
+    ids = []
+    for n, title in enumerate(titles):
+        aid = f"2405.{prefix}{n:03d}"
+        fake.add_paper(
+            aid, title=title, abstract=f"We study {title.lower()}.", authors=["Ada Lovelace"],
+            published=datetime(2024, 5, 3, 12, n, tzinfo=UTC), categories=list(categories),
+        )
+        ids.append(aid)
+    return ids
+
+
+async def subscribe(
+    c: Components, chat_id: str, *queries: str, kind: ChatKind = ChatKind.PRIVATE, **settings: Any
+) -> Chat:
+    """A chat following these queries, as service.subscribe stores them (since = last announcement)."""
+    chat = await c.store.ensure_chat(Chat(Platform.TELEGRAM, chat_id, kind, **settings))
+    assert chat.id is not None
+    since = await c.store.get_meta("last_announcement")
+    for q in queries:
+        await c.store.add_topic(chat.id, normalize_query(parse_query(q)), since=since)
+    return chat
+
+
+async def announce(c: Components, fake: FakeArxiv, day: date, items: Sequence[Any], feed: str = "cs.CV") -> None:
+    fake.set_listing(feed, day, items)
+    report = await Poller(c).run_once()
+    assert not report.failures, report
+
+
+async def statuses(c: Components, chat: Chat) -> list[tuple[str, str]]:
+    assert chat.id is not None
+    return [(d.arxiv_id, d.status) for d in await c.store.ledger_rows(chat.id)]
+
+
+async def last_pushed(c: Components, chat: Chat) -> date | None:
+    return dict((ch.id, lp) for ch, lp in await c.store.push_states())[chat.id]
+
+
+# --- what a chat gets -----------------------------------------------------------------------
+
+
+async def test_header_posts_up_to_max_then_a_list(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV", max_papers=2, language="zh")
+    ids = add_papers(fake_arxiv, "20", ["Diffusion for steel", "Transformers for rust"])
+    await announce(c, fake_arxiv, MONDAY, [SEED_ID, *ids])
+    sender = RecordingSender()
+
+    report = await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+
+    assert sender.log == [
+        ("header", "100", "cat:cs.CV — 2024-05-06: 3"),
+        ("paper", "100", SEED_ID),
+        ("paper", "100", ids[0]),
+        ("list", "100", [ids[1]]),
+    ]
+    assert str(report) == "pushed 3 paper(s) to 1 chat(s) (1 in a list)"
+    # The seed paper's PDF has a figure: its post carries the thumbnail the poll prepared.
+    assert sender.images[0] and all(p.is_file() for p in sender.images[0])
+    assert sender.summaries[0].content.key_takeaways and sender.summaries[0].images == [str(p) for p in sender.images[0]]
+    assert await statuses(c, chat) == [(SEED_ID, "sent"), (ids[0], "sent"), (ids[1], "sent")]
+    assert await last_pushed(c, chat) == MONDAY
+    assert await c.store.count_pending_deliveries() == 0
+
+
+async def test_title_names_the_topic_only_when_one_topic_matched(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    await subscribe(c, "1", "ti:diffusion", "ti:transformers")
+    await subscribe(c, "2", "ti:diffusion", "ti:graphs")
+    ids = add_papers(fake_arxiv, "30", ["Diffusion models", "Transformers everywhere", "Diffusion transformers"])
+    await announce(c, fake_arxiv, MONDAY, ids, feed="cs")  # topics without a category read the archives
+    sender = RecordingSender()
+
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+
+    headers = {cid: text for kind, cid, text in sender.log if kind == "header"}
+    assert headers == {"1": "Your topics — 2024-05-06: 3", "2": "ti:diffusion — 2024-05-06: 2"}
+    # A paper two topics matched comes once.
+    assert sender.papers_to("1") == ids and sender.papers_to("2") == [ids[0], ids[2]]
+
+
+async def test_push_now_twice_sends_nothing_the_second_time(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    await subscribe(c, "100", "cat:cs.CV")
+    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A", "B"]))
+    sender = RecordingSender()
+
+    first = await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    second = await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+
+    assert (first.papers, second.papers) == (2, 0)
+    assert str(second) == "nothing to push"
+    assert len(sender.log) == 3
+
+
+async def test_a_day_with_nothing_new_sends_nothing(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    chat = await subscribe(c, "100", "ti:graphs")
+    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["Diffusion", "Transformers"]), feed="cs")
+    sender = RecordingSender()
+
+    assert str(await push_once(c, force=True, senders={Platform.TELEGRAM: sender})) == "nothing to push"
+    assert sender.log == []
+    # The announcement counts as pushed: the chat is not due again for it.
+    assert await last_pushed(c, chat) == MONDAY
+
+
+async def test_only_due_chats_are_pushed(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    await subscribe(c, "ny", "cat:cs.CV", timezone="America/New_York", push_time="09:00")
+    await subscribe(c, "sh", "cat:cs.CV", timezone="Asia/Shanghai", push_time="09:00")
+    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A"]))
+    sender = RecordingSender()
+    senders = {Platform.TELEGRAM: sender}
+
+    await push_once(c, senders=senders, clock=lambda: datetime(2024, 5, 6, 12, 59, tzinfo=UTC))  # 08:59 in NY
+    assert sender.log == []
+    await push_once(c, senders=senders, clock=lambda: datetime(2024, 5, 6, 13, 0, tzinfo=UTC))
+    assert [cid for kind, cid, _ in sender.log if kind == "header"] == ["ny"]
+    # Shanghai's 09:00 after the announcement is Tuesday's, 01:00 UTC.
+    await push_once(c, senders=senders, clock=lambda: datetime(2024, 5, 7, 1, 0, tzinfo=UTC))
+    assert [cid for kind, cid, _ in sender.log if kind == "header"] == ["ny", "sh"]
+    await push_once(c, senders=senders, clock=lambda: datetime(2024, 5, 7, 15, 0, tzinfo=UTC))
+    assert len(sender.log) == 4
+
+
+async def test_deliver_chat_returns_what_it_sent(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV")
+    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A", "B"]))
+    sender = RecordingSender()
+    assert await deliver_chat(c, sender, chat, day=MONDAY) == 2
+    assert await deliver_chat(c, sender, chat, day=MONDAY) == 0
+
+
+# --- the ledger across failures ---------------------------------------------------------------
+
+
+async def test_a_crash_mid_push_loses_nothing_and_resends_nothing_sent(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV")
+    ids = add_papers(fake_arxiv, "20", ["A", "B", "C"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+    dying = RecordingSender()
+    dying.fail("paper", Crash(), at=2)
+
+    try:
+        await push_once(c, force=True, senders={Platform.TELEGRAM: dying})
+    except Crash:
+        pass
+    else:
+        raise AssertionError("the crash did not get through")
+
+    assert dying.papers_to("100") == [ids[0]]
+    # The ledger shows where it stopped: the paper in flight, and one not yet tried.
+    assert await statuses(c, chat) == [(ids[0], "sent"), (ids[1], "sending"), (ids[2], "pending")]
+    assert await c.store.count_pending_deliveries() == 2
+    assert await last_pushed(c, chat) is None
+
+    restarted = RecordingSender()
+    await push_once(c, force=True, senders={Platform.TELEGRAM: restarted})
+    assert restarted.log == [
+        ("header", "100", "cat:cs.CV — 2024-05-06: 2"),
+        ("paper", "100", ids[1]),
+        ("paper", "100", ids[2]),
+    ]
+    assert [s for _, s in await statuses(c, chat)] == ["sent"] * 3
+    assert await last_pushed(c, chat) == MONDAY
+
+
+async def test_a_failed_send_is_recorded_and_tried_again(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV", timezone="UTC", push_time="09:00")
+    ids = add_papers(fake_arxiv, "20", ["A", "B", "C"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+    sender = RecordingSender()
+    sender.fail("paper", RuntimeError("network down"), at=2)
+    at_ten = lambda: datetime(2024, 5, 6, 10, 0, tzinfo=UTC)  # noqa: E731
+
+    report = await push_once(c, senders={Platform.TELEGRAM: sender}, clock=at_ten)
+
+    assert (report.papers, report.failures) == (2, 1)
+    assert "failed send(s)" in str(report) and "network down" in str(report)
+    assert sender.papers_to("100") == [ids[0], ids[2]]
+    assert await statuses(c, chat) == [(ids[0], "sent"), (ids[1], "pending"), (ids[2], "sent")]
+    kind, detail = (await c.store.recent_failures())[0][1:]
+    assert kind == "push" and ids[1] in detail and "network down" in detail
+    assert await last_pushed(c, chat) is None  # still due
+
+    await push_once(c, senders={Platform.TELEGRAM: sender}, clock=at_ten)
+    assert sender.log[-2:] == [("header", "100", "cat:cs.CV — 2024-05-06: 1"), ("paper", "100", ids[1])]
+    assert await last_pushed(c, chat) == MONDAY
+
+
+async def test_a_paper_that_always_fails_is_given_up(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV")
+    ids = add_papers(fake_arxiv, "20", ["A", "B"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+    sender = RecordingSender()
+    for attempt in range(1, 6):
+        sender.fail("paper", RuntimeError("PHOTO_INVALID"), at=1 + attempt)  # B's post, every push
+
+    for _ in range(5):
+        await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+
+    assert await statuses(c, chat) == [(ids[0], "sent"), (ids[1], DeliveryStatus.FAILED)]
+    headers = [e for e in sender.log if e[0] == "header"]
+    assert len(headers) == 5
+    # Given up: the chat is no longer held back by it.
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert len([e for e in sender.log if e[0] == "header"]) == 5
+    assert await last_pushed(c, chat) == MONDAY
+
+
+async def test_a_chat_that_blocked_the_bot_is_switched_off_and_keeps_its_topics(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV", "cat:cs.CV AND ti:diffusion")
+    other = await subscribe(c, "200", "cat:cs.CV")
+    ids = add_papers(fake_arxiv, "20", ["Diffusion A", "B"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+    sender = RecordingSender()
+    sender.fail("paper", ChatGone("Forbidden: bot was blocked by the user"), at=2)
+
+    report = await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+
+    assert report.switched_off == 1 and "1 chat(s) switched off" in str(report)
+    stored = await c.store.get_chat(Platform.TELEGRAM, "100")
+    assert stored is not None and not stored.active
+    assert [t.query for t in await c.store.list_topics(chat.id)] == ["cat:cs.CV", "cat:cs.CV AND ti:diffusion"]  # type: ignore[arg-type]
+    assert sender.papers_to("100") == [ids[0]] and sender.papers_to("200") == ids
+    # No more sends to it.
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert sender.papers_to("100") == [ids[0]]
+    assert other.active
+
+
+async def test_a_group_that_became_a_supergroup_gets_its_push_under_the_new_id(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    c = components
+    chat = await subscribe(c, "-100", "cat:cs.CV", kind=ChatKind.GROUP)
+    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A"]))
+    sender = RecordingSender()
+    sender.fail("header", ChatMoved("-1009"), chat="-100")
+
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+
+    assert [(kind, cid) for kind, cid, _ in sender.log] == [("header", "-1009"), ("paper", "-1009")]
+    moved = await c.store.get_chat(Platform.TELEGRAM, "-1009")
+    assert moved is not None and moved.id == chat.id and moved.kind == ChatKind.SUPERGROUP
+    assert await c.store.get_chat(Platform.TELEGRAM, "-100") is None
+    assert [t.query for t in await c.store.list_topics(moved.id)] == ["cat:cs.CV"]  # type: ignore[arg-type]
+
+
+# --- backfill and /digest ---------------------------------------------------------------------
+
+
+async def test_a_new_subscription_gets_the_last_announcement_not_older_ones(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    c = components
+    old_timer = await subscribe(c, "1", "cat:cs.CV")
+    monday = add_papers(fake_arxiv, "20", ["Diffusion on Monday", "Graphs on Monday"])
+    tuesday = add_papers(fake_arxiv, "30", ["Diffusion on Tuesday", "Graphs on Tuesday"])
+    sender = RecordingSender()
+    await announce(c, fake_arxiv, MONDAY, monday)
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    await announce(c, fake_arxiv, TUESDAY, tuesday)
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert sender.papers_to("1") == monday + tuesday
+
+    # Tuesday's cs.CV listing was processed before this topic existed; the next poll matches it.
+    newcomer = await subscribe(c, "2", "cat:cs.CV AND ti:diffusion")
+    api_before = fake_arxiv.count("api")
+    await Poller(c).run_once()
+    assert fake_arxiv.count("api") == api_before  # the paper is stored already
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+
+    assert sender.papers_to("2") == [tuesday[0]]
+    assert sender.papers_to("1") == monday + tuesday  # nothing twice
+    assert await last_pushed(c, newcomer) == TUESDAY and await last_pushed(c, old_timer) == TUESDAY
+
+
+async def test_digest_for_chat_is_the_latest_announcement_and_leaves_the_ledger(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    c = components
+    chat = await subscribe(c, "100", "ti:diffusion", language="de", max_papers=1)
+    assert await digest_for_chat(c, chat) == (None, [])
+    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["Diffusion A", "Other"]), feed="cs")
+    ids = add_papers(fake_arxiv, "30", ["Diffusion B", "Diffusion C"])
+    await announce(c, fake_arxiv, TUESDAY, ids, feed="cs")
+
+    day, summaries = await digest_for_chat(c, chat)
+
+    assert day == TUESDAY
+    assert [s.paper.arxiv_id for s in summaries] == [ids[0]]  # max_papers
+    assert await statuses(c, chat) == [] and await c.store.count_pending_deliveries() == 0
+
+
+async def test_paperbot_push_now_sends_through_telegram_once(tmp_path: Path, fake_arxiv: FakeArxiv) -> None:
+    import asyncio
+    import sys
+
+    from bot.store import Store
+    from tests.fakes.telegram import TOKEN, FakeTelegram, parse_html
+
+    add_papers(fake_arxiv, "20", ["Diffusion A"])
+    fake_arxiv.set_listing("cs.CV", MONDAY, ["2405.20000"])
+    with FakeTelegram() as tg:
+        tg.private_chat(tg.user(4242))
+        env = subprocess_env(
+            {**env_for(tmp_path, fake_arxiv), "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": tg.url}
+        )
+        async with await Store.open(env["PAPERBOT_DB"]) as store:
+            chat = await store.ensure_chat(Chat(Platform.TELEGRAM, "4242", ChatKind.PRIVATE))
+            await store.add_topic(chat.id, "cat:cs.CV")  # type: ignore[arg-type]
+
+        async def paperbot(*args: str) -> str:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", *args, env=env, cwd=tmp_path,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err.decode()
+            return out.decode().strip()
+
+        assert (await paperbot("poll")).startswith("announcement of 2024-05-06: 1 listed, 1 matched")
+        assert await paperbot("push", "--now") == "pushed 1 paper(s) to 1 chat(s)"
+        assert await paperbot("push", "--now") == "nothing to push"
+
+        texts = [parse_html(call.params["text"]) for call in tg.calls_to("sendMessage", 4242)]
+        assert texts[0].startswith("cat:cs.CV — 2024-05-06: 1 new paper")
+        assert texts[1].startswith("Diffusion A")
+        assert len(tg.calls_to("sendMessage", 4242)) == 2
