@@ -279,20 +279,26 @@ async def digest_for_chat(c: Components, chat: Chat) -> tuple[date | None, list[
 
 @contextlib.asynccontextmanager
 async def _default_senders(settings: Settings, c: Components) -> AsyncIterator[dict[Platform, Sender]]:
-    """The senders `paperbot push` can use on its own: Telegram's Bot API needs no connection
-    (Discord's gateway does; its pushes go out from `paperbot run`)."""
+    """The senders `paperbot push` uses on its own: the Bot API, and Discord's REST API."""
     senders: dict[Platform, Sender] = {}
-    if settings.telegram_bot_token is None:
-        yield senders
-        return
-    import telegram
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.telegram_bot_token is not None:
+            from telegram.ext import AIORateLimiter, ExtBot
 
-    from bot.telegram_bot import TelegramSender
+            from bot.telegram_bot import TelegramSender
 
-    base = settings.telegram_api_base_url
-    bot = telegram.Bot(
-        settings.telegram_bot_token.get_secret_value(), base_url=f"{base}/bot", base_file_url=f"{base}/file/bot"
-    )
-    async with bot:
-        senders[Platform.TELEGRAM] = TelegramSender(bot, c.store)
+            base = settings.telegram_api_base_url
+            # ExtBot with the rate limiter, as in `run`: a RetryAfter is waited out, not a failure.
+            bot = ExtBot(
+                settings.telegram_bot_token.get_secret_value(),
+                base_url=f"{base}/bot",
+                base_file_url=f"{base}/file/bot",
+                rate_limiter=AIORateLimiter(max_retries=3),
+            )
+            await stack.enter_async_context(bot)
+            senders[Platform.TELEGRAM] = TelegramSender(bot, c.store)
+        if settings.discord_bot_token is not None:
+            from bot.discord_bot import rest_sender
+
+            senders[Platform.DISCORD] = await stack.enter_async_context(rest_sender(c))
         yield senders

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -354,6 +354,24 @@ async def start_discord(c: Components) -> tuple[DiscordSender, Awaitable[None]]:
     gateway.add_done_callback(_log_gateway_end)
     log.info("Discord bot logged in as %s; %d slash commands synced", client.user, len(synced))
     return DiscordSender(client), _stop(client, gateway)
+
+
+@contextlib.asynccontextmanager
+async def rest_sender(c: Components) -> AsyncIterator[DiscordSender]:
+    """A sender for `paperbot push`: logged in over REST, no gateway connection."""
+    token = c.settings.discord_bot_token
+    if token is None:
+        raise UserError("Set DISCORD_BOT_TOKEN to push to Discord.")
+    client = discord.Client(intents=discord.Intents.none(), allowed_mentions=discord.AllowedMentions.none())
+    try:
+        await client.login(token.get_secret_value())
+    except discord.LoginFailure:
+        await client.close()
+        raise UserError("Discord rejected DISCORD_BOT_TOKEN; check the token in the developer portal.", 1) from None
+    try:
+        yield DiscordSender(client)
+    finally:
+        await client.close()
 
 
 def _log_gateway_end(task: asyncio.Task[None]) -> None:

@@ -222,3 +222,28 @@ async def test_a_rejected_token_is_a_clear_error_without_the_token(fake: FakeDis
     with pytest.raises(UserError) as err:
         await start_discord(components)
     assert "DISCORD_BOT_TOKEN" in str(err.value) and TOKEN not in str(err.value)
+
+
+async def test_cli_push_reaches_discord_over_rest_without_a_gateway(
+    fake: FakeDiscord, components: Components
+) -> None:
+    """`paperbot push --now` builds its own Discord sender: REST login, no gateway connection."""
+    from bot.delivery import push_once
+
+    components.settings.discord_bot_token = SecretStr(TOKEN)
+    service = Service(components)
+    paper = await service.find_paper(PAPER)
+    chat = await service.register_chat(Chat(Platform.DISCORD, str(PUSH_CHANNEL), ChatKind.GUILD))
+    topic = (await service.subscribe(chat, "cat:cs.CV")).topic
+    day = date(2024, 5, 3)
+    await components.store.add_matches([(topic.id, paper.arxiv_id, day)])
+    await components.store.set_meta("last_announcement", day.isoformat())
+
+    report = await push_once(components, force=True)
+    sent = fake.in_channel(PUSH_CHANNEL)
+    assert [m.content for m in sent][0].startswith("**cat:cs.CV** — 2024-05-03: 1 new paper")
+    assert sent[1].embeds[0]["url"] == paper.abs_url
+    assert fake.identified == 0  # no gateway session was opened
+    assert "1" in str(report)
+    again = await push_once(components, force=True)
+    assert len(fake.in_channel(PUSH_CHANNEL)) == len(sent), again
