@@ -575,9 +575,14 @@ class PdfService:
         timeout: float = 60.0,
         render_slots: int = 2,
         http: httpx.AsyncClient | None = None,
+        retry_failed_after: float = 1800.0,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.limiter = limiter
+        # A PDF that failed to download is not asked for again (text, thumbnails, every poll)
+        # until this many seconds have passed: each try costs one of arXiv's 3-second slots.
+        self.retry_failed_after = retry_failed_after
+        self._failed: dict[str, float] = {}
         self.max_bytes = max_bytes
         self.timeout = timeout
         self._slots = asyncio.Semaphore(render_slots)
@@ -611,7 +616,15 @@ class PdfService:
         path = self.pdf_path(paper)
         if path.is_file():
             return path
-        return await self._once("pdf:" + path.name, lambda: self._download(paper, path))
+        failed_at = self._failed.get(path.name)
+        if failed_at is not None and time.monotonic() - failed_at < self.retry_failed_after:
+            return None
+        result = await self._once("pdf:" + path.name, lambda: self._download(paper, path))
+        if result is None:
+            self._failed[path.name] = time.monotonic()
+        else:
+            self._failed.pop(path.name, None)
+        return result
 
     async def _download(self, paper: Paper, path: Path) -> Path | None:
         if not paper.pdf_url:

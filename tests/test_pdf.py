@@ -473,3 +473,21 @@ def test_pdf_files_are_closed(tmp_path: Path) -> None:
     extract_text(pdf, 1000)
     fds = os.listdir("/proc/self/fd")
     assert not any(os.path.realpath(f"/proc/self/fd/{fd}") == str(pdf) for fd in fds)
+
+
+async def test_a_failed_download_is_not_retried_until_its_backoff_passes(
+    tmp_path: Path, pdf_server: PdfServer
+) -> None:
+    """Text and thumbnails of a paper whose PDF is missing cost one arXiv request, not one each."""
+    svc = PdfService(tmp_path / "cache", RateLimiter(0), retry_failed_after=0.3)
+    p = make_paper("2401.00009", pdf_server.url("late.pdf"))
+    try:
+        assert await svc.first_pages_text(p) is None
+        assert await svc.thumbnails(p) == []
+        assert pdf_server.hits("late.pdf") == 1
+        pdf_server.files["late.pdf"] = paper(1)
+        await asyncio.sleep(0.35)
+        assert await svc.get_pdf(p) is not None
+        assert pdf_server.hits("late.pdf") == 2
+    finally:
+        await svc.aclose()
