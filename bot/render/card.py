@@ -6,7 +6,7 @@ count; a character outside the Basic Multilingual Plane counts twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.models import Summary
@@ -90,6 +90,26 @@ class PaperCard:
     provenance: str
     notice: str
     extractive: bool
+
+
+def breakdown_sections(
+    card: PaperCard,
+    *,
+    head: Callable[[int, str], str],
+    bold: Callable[[str], str],
+    text: Callable[[str], str],
+    item_prefix: str = "",
+) -> list[str]:
+    """The numbered sections, one block each, in whatever markup `head`/`bold`/`text` write."""
+    colon = card.labels.colon
+    blocks = []
+    for s in card.sections:
+        lines = [f"{head(s.number, s.heading)}{colon}{text(s.text)}".rstrip()]
+        for k, item in enumerate(s.items, 1):
+            label = f"{bold(item.label)}{colon}" if item.label else ""
+            lines.append(f"{item_prefix}({k}) {label}{text(item.text)}")
+        blocks.append("\n".join(lines))
+    return blocks
 
 
 def notice_lines(labels: Labels, generated_by: Sequence[str]) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 from discord.utils import escape_markdown, escape_mentions
 
 from bot.models import Summary
-from bot.render.card import Token, build_card, clip, split_tokens, utf16_len
+from bot.render.card import Token, breakdown_sections, build_card, clip, split_tokens, utf16_len
 
 MESSAGE_LIMIT = 2000
 TITLE_LIMIT = 256
@@ -97,12 +97,12 @@ def breakdown_text(summary: Summary) -> str:
     card = build_card(summary)
     lb = card.labels
     blocks = [f"**{_esc(lb.full_breakdown)}**{lb.colon}{_esc(card.title)}\n<{card.abs_url}>"]
-    for s in card.sections:
-        lines = [f"**{s.number}. {_esc(s.heading)}**{lb.colon}{_esc(s.text)}".rstrip()]
-        for k, item in enumerate(s.items, 1):
-            label = f"**{_esc(item.label)}**{lb.colon}" if item.label else ""
-            lines.append(f"({k}) {label}{_esc(item.text)}")
-        blocks.append("\n".join(lines))
+    blocks += breakdown_sections(
+        card,
+        head=lambda n, h: f"**{n}. {_esc(h)}**",
+        bold=lambda t: f"**{_esc(t)}**",
+        text=_esc,
+    )
     blocks.append(f"*{_esc(card.provenance)}*")
     return "\n\n".join(blocks)
 

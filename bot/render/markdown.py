@@ -9,7 +9,7 @@ from datetime import date, datetime
 from html import escape
 
 from bot.models import Summary
-from bot.render.card import build_card, notice_lines, one_line
+from bot.render.card import breakdown_sections, build_card, notice_lines, one_line
 from bot.render.labels import Labels, labels_for
 
 # Abstracts and LLM text may contain "<tag"-like runs; a Markdown renderer would pass them through
@@ -54,13 +54,13 @@ def render_paper_markdown(summary: Summary, images: list[str] | None = None) -> 
     if card.takeaways:
         blocks.append(f"**{lb.key_takeaways}**\n" + "\n".join(f"- {md(t)}" for t in card.takeaways))
     blocks.append(f"*{md(card.provenance)}*")
-    items = []
-    for s in card.sections:
-        lines = [f"{s.number}. **{s.heading}**{lb.colon}{md(s.text)}".rstrip()]
-        for k, item in enumerate(s.items, 1):
-            label = f"**{item.label}**{lb.colon}" if item.label else ""
-            lines.append(f"    - ({k}) {label}{md(item.text)}")
-        items.append("\n".join(lines))
+    items = breakdown_sections(
+        card,
+        head=lambda n, h: f"{n}. **{h}**",
+        bold=lambda t: f"**{t}**",
+        text=md,
+        item_prefix="    - ",
+    )
     blocks.append("\n".join(items))
     if images:
         blocks.append(_images_block(lb, images))

@@ -17,6 +17,7 @@ from bot.models import Paper, Summary
 from bot.render.card import (
     PaperCard,
     Token,
+    breakdown_sections,
     build_card,
     clip,
     one_line,
@@ -108,12 +109,12 @@ def breakdown_html(summary: Summary) -> str:
     card = build_card(summary)
     lb = card.labels
     blocks = [f"<b>{escape(lb.full_breakdown)}</b>{lb.colon}{_link(card.abs_url, card.title)}"]
-    for s in card.sections:
-        lines = [f"<b>{s.number}. {escape(s.heading)}</b>{lb.colon}{escape(s.text)}".rstrip()]
-        for k, item in enumerate(s.items, 1):
-            label = f"<b>{escape(item.label)}</b>{lb.colon}" if item.label else ""
-            lines.append(f"({k}) {label}{escape(item.text)}")
-        blocks.append("\n".join(lines))
+    blocks += breakdown_sections(
+        card,
+        head=lambda n, h: f"<b>{n}. {escape(h)}</b>",
+        bold=lambda t: f"<b>{escape(t)}</b>",
+        text=escape,
+    )
     blocks.append(f"<i>{escape(card.provenance)}</i>")
     return "\n\n".join(blocks)
 
