@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from bot.app import Components
 from bot.discord_bot import DiscordSender, start_discord
-from bot.models import Chat, ChatKind, Platform, Summary
+from bot.models import Chat, ChatKind, Paper, Platform, Summary
 from bot.render.discord import breakdown_chunks, paper_embed
 from bot.sender import ChatGone
 from bot.service import Service, UserError
@@ -64,6 +64,18 @@ def embed_total(embed: dict[str, Any]) -> int:
     parts += [f.get("name", "") + f.get("value", "") for f in embed.get("fields", [])]
     parts += [embed.get("footer", {}).get("text", ""), embed.get("author", {}).get("name", "")]
     return sum(len(p) for p in parts)
+
+
+async def poll_leaves_a_match(c: Components, channel_id: int) -> Paper:
+    """What a poll leaves behind: the paper, the channel's topic, the match, the announcement day."""
+    service = Service(c)
+    paper = await service.find_paper(PAPER)
+    chat = await service.register_chat(Chat(Platform.DISCORD, str(channel_id), ChatKind.GUILD))
+    topic = (await service.subscribe(chat, "cat:cs.CV")).topic
+    day = date(2024, 5, 3)
+    await c.store.add_matches([(topic.id, paper.arxiv_id, day)])
+    await c.store.set_meta("last_announcement", day.isoformat())
+    return paper
 
 
 async def cached_summary(c: Components) -> Summary:
@@ -178,14 +190,7 @@ async def test_digest_posts_todays_matches(fake: FakeDiscord, bot: DiscordSender
     [empty] = await answer(fake, fake.slash("digest"))
     assert empty.content.startswith("No new papers match this channel's topics today")
 
-    # What a poll leaves behind: the paper, the channel's topic, the match, the announcement day.
-    service = Service(components)
-    paper = await service.find_paper(PAPER)
-    chat = await service.register_chat(Chat(Platform.DISCORD, str(CHANNEL_ID), ChatKind.GUILD))
-    topic = (await service.subscribe(chat, "cat:cs.CV")).topic
-    day = date(2024, 5, 3)
-    await components.store.add_matches([(topic.id, paper.arxiv_id, day)])
-    await components.store.set_meta("last_announcement", day.isoformat())
+    paper = await poll_leaves_a_match(components, CHANNEL_ID)
 
     header, post = await answer(fake, fake.slash("digest"), 2)
     assert header.content == "**Today's papers** — 2024-05-03: 1 new paper"
@@ -231,13 +236,7 @@ async def test_cli_push_reaches_discord_over_rest_without_a_gateway(
     from bot.delivery import push_once
 
     components.settings.discord_bot_token = SecretStr(TOKEN)
-    service = Service(components)
-    paper = await service.find_paper(PAPER)
-    chat = await service.register_chat(Chat(Platform.DISCORD, str(PUSH_CHANNEL), ChatKind.GUILD))
-    topic = (await service.subscribe(chat, "cat:cs.CV")).topic
-    day = date(2024, 5, 3)
-    await components.store.add_matches([(topic.id, paper.arxiv_id, day)])
-    await components.store.set_meta("last_announcement", day.isoformat())
+    paper = await poll_leaves_a_match(components, PUSH_CHANNEL)
 
     report = await push_once(components, force=True)
     sent = fake.in_channel(PUSH_CHANNEL)
