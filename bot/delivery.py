@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -124,6 +125,41 @@ async def push_once(
     clock: Callable[[], datetime] = now_utc,
 ) -> PushReport:
     """Send every due push (with `force`, everything pending, whatever the time)."""
+    async with _push_lock(c.settings.db_path):
+        return await _push_once(c, force=force, senders=senders, clock=clock)
+
+
+@contextlib.asynccontextmanager
+async def _push_lock(db_path: Path) -> AsyncIterator[None]:
+    """One pusher per database: `paperbot push` from cron beside `paperbot run` must not send twice.
+
+    An advisory lock on a file next to the database; the kernel drops it if the process dies.
+    """
+    if str(db_path) == ":memory:":
+        yield
+        return
+    lock_path = Path(f"{db_path}.push.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+async def _push_once(
+    c: Components,
+    *,
+    force: bool,
+    senders: Mapping[Platform, Sender] | None,
+    clock: Callable[[], datetime],
+) -> PushReport:
     report = PushReport()
     latest_text = await c.store.get_meta("last_announcement")
     if latest_text is None:

@@ -6,6 +6,8 @@ platforms (their adapters are tested on their own).
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -169,6 +171,35 @@ async def test_push_now_twice_sends_nothing_the_second_time(components: Componen
     assert (first.papers, second.papers) == (2, 0)
     assert str(second) == "nothing to push"
     assert len(sender.log) == 3
+
+
+async def test_two_pushers_on_one_database_send_each_paper_once(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """`paperbot push` from cron while `paperbot run` pushes: a second pusher waits its turn."""
+    from bot.app import build_components
+
+    c = components
+    await subscribe(c, "100", "cat:cs.CV")
+    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A", "B", "C"]))
+
+    class SlowSender(RecordingSender):
+        async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+            await asyncio.sleep(0.1)  # long enough for the other pusher to read the same ledger
+            await super().send_paper(chat, summary, images)
+
+    sender = SlowSender()
+    other = await build_components(c.settings)  # the other process: its own connection
+    try:
+        await asyncio.gather(
+            push_once(c, force=True, senders={Platform.TELEGRAM: sender}),
+            push_once(other, force=True, senders={Platform.TELEGRAM: sender}),
+        )
+    finally:
+        await other.aclose()
+    assert sorted(sender.papers_to("100")) == sorted(set(sender.papers_to("100")))
+    assert len(sender.papers_to("100")) == 3
+    assert [k for k, *_ in sender.log].count("header") == 1
 
 
 async def test_a_day_with_nothing_new_sends_nothing(components: Components, fake_arxiv: FakeArxiv) -> None:
