@@ -29,6 +29,11 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    epilog=(
+        "Examples:  paperbot summary 2405.01872 --lang zh  |  "
+        "paperbot digest 'cat:cs.CV AND ti:diffusion' --date 2024-05-03 --out post.md  |  "
+        "paperbot poll && paperbot push --now.  Configuration: environment or .env (see .env.example)."
+    ),
 )
 err = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
 
@@ -253,17 +258,18 @@ def status() -> None:
 
         async with await Store.open(settings.db_path) as store:
             total, active = await store.count_chats()
-            lines = [
-                f"database:       {settings.db_path}",
-                f"summarizer:     {settings.model_name}",
-                f"chats:          {total} ({active} active)",
-                f"subscriptions:  {await store.count_subscriptions()}",
-                f"papers:         {await store.count_papers()}",
-                f"summaries:      {await store.count_summaries()}",
-                f"pending:        {await store.count_pending_deliveries()} deliveries",
-                f"last poll:      {await store.get_meta('last_poll') or 'never'}",
-                f"last announcement: {await store.get_meta('last_announcement') or 'none seen'}",
+            rows = [
+                ("database", str(settings.db_path)),
+                ("summarizer", settings.model_name),
+                ("chats", f"{total} ({active} active)"),
+                ("subscriptions", str(await store.count_subscriptions())),
+                ("papers", str(await store.count_papers())),
+                ("summaries", str(await store.count_summaries())),
+                ("pending", f"{await store.count_pending_deliveries()} deliveries"),
+                ("last poll", await store.get_meta("last_poll") or "never"),
+                ("announcement", await store.get_meta("last_announcement") or "none seen yet"),
             ]
+            lines = [f"{name + ':':<15} {value}" for name, value in rows]
             failures = await store.recent_failures()
             lines.append("recent failures:" + ("" if failures else " none"))
             lines += [f"  {at} {kind}: {detail}" for at, kind, detail in failures]
