@@ -16,6 +16,9 @@ from bot.sender import Sender
 
 log = logging.getLogger(__name__)
 
+# A new subscription gets its backfill from a poll this soon, not at the next regular poll.
+EARLY_POLL_GAP = timedelta(minutes=2)
+
 
 class Scheduler:
     def __init__(
@@ -33,6 +36,8 @@ class Scheduler:
         self.poller = Poller(c, clock=clock)
         self._poll_task: asyncio.Task[None] | None = None
         self._next_poll: datetime | None = None
+        self._last_poll: datetime | None = None
+        self._subscriptions_polled = 0  # the newest subscription id the last poll saw
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set. A poll runs in the background, so a long one (many summaries)
@@ -53,7 +58,9 @@ class Scheduler:
         try:
             now = self.clock()
             idle = self._poll_task is None or self._poll_task.done()
-            if idle and (self._next_poll is None or now >= self._next_poll):
+            if idle and await self._poll_due(now):
+                self._last_poll = now
+                self._subscriptions_polled = await self.c.store.newest_subscription_id()
                 self._next_poll = now + timedelta(minutes=self.c.settings.poll_minutes)
                 self._poll_task = asyncio.create_task(self._poll(), name="paperbot-poll")
             report = await push_once(self.c, senders=self.senders, clock=self.clock)
@@ -61,6 +68,15 @@ class Scheduler:
                 log.info("push: %s", report)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
             await self._failed("push", exc)
+
+    async def _poll_due(self, now: datetime) -> bool:
+        if self._next_poll is None or now >= self._next_poll:
+            return True
+        assert self._last_poll is not None
+        return (
+            now >= self._last_poll + EARLY_POLL_GAP
+            and await self.c.store.newest_subscription_id() > self._subscriptions_polled
+        )
 
     async def _poll(self) -> None:
         try:

@@ -152,3 +152,28 @@ async def test_failures_are_recorded_and_do_not_stop_the_loop(components: Compon
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_new_subscription_brings_the_next_poll_forward(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    c = components
+    await subscribe(c, "ny", "cat:cs.CV", timezone="America/New_York")
+    fake_arxiv.set_listing("cs.CV", MONDAY, add_papers(fake_arxiv, "20", ["A"]))
+    clock = Clock(utc(2024, 5, 6, 14, 0))
+    scheduler = Scheduler(c, {Platform.TELEGRAM: RecordingSender()}, clock=clock, tick=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        await eventually(lambda: scheduler._poll_task is not None and scheduler._poll_task.done())
+        polls = fake_arxiv.count("rss")
+        clock.now += timedelta(minutes=5)
+        await asyncio.sleep(0.1)
+        assert fake_arxiv.count("rss") == polls  # nothing new: the hourly rhythm holds
+
+        await subscribe(c, "sh", "cat:cs.CV", timezone="Asia/Shanghai")
+        clock.now += timedelta(minutes=1)  # 6 minutes after the last poll, not 60
+        await eventually(lambda: fake_arxiv.count("rss") == polls + 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -44,6 +44,10 @@ class FeedStore(StoreBase):
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
+    async def newest_subscription_id(self) -> int:
+        row = await self.fetchone("SELECT COALESCE(MAX(id), 0) FROM subscriptions")
+        return int(row[0]) if row else 0
+
     async def processed_feeds(self, day: date) -> dict[str, str]:
         """Feeds whose announcement of `day` was processed, with when."""
         rows = await self.fetchall(
