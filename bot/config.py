@@ -44,7 +44,7 @@ def parse_hhmm(value: str) -> tuple[int, int]:
 def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory of zones
         raise ValueError(
             f"{value!r} is not an IANA time zone; use a name such as UTC, Europe/Berlin or Asia/Shanghai"
         ) from None
@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     @classmethod
     def _tz(cls, v: str) -> str:
         return check_timezone(v)
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        from bot.summarize.languages import normalize_language
+
+        return normalize_language(v)
 
     @field_validator("push_time")
     @classmethod

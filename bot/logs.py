@@ -26,7 +26,10 @@ class RedactingFilter(logging.Filter):
         return _KEY_PARAM.sub(r"\1=***", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call; logging itself would only complain, not raise
+            message = f"{record.msg!r} {record.args!r}"
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         redacted = self.redact(message)

@@ -14,6 +14,7 @@ gathering the drawings just above it. A caption below a region also ranks it as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -563,6 +564,9 @@ def _describe(exc: BaseException, seconds: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+_MAX_REDIRECTS = 5
+
+
 class PdfService:
     """Downloads (once, rate-limited, cached by id and version) and works on paper PDFs."""
 
@@ -633,7 +637,6 @@ class PdfService:
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f"{path.name}.{secrets.token_hex(4)}.part")
         try:
-            await self.limiter.wait()
             async with asyncio.timeout(self.timeout):
                 await self._fetch(paper.pdf_url, part)
             os.replace(part, path)
@@ -646,7 +649,20 @@ class PdfService:
 
     async def _fetch(self, url: str, dest: Path) -> None:
         limit = f"the limit is {self.max_bytes / 2**20:g} MB"
-        async with self._http.stream("GET", url) as resp:
+        async with contextlib.AsyncExitStack() as stack:
+            # Redirects are followed here, each hop in its own limiter slot: arXiv sends
+            # http:// PDF links to https://, and that is a second request to arXiv.
+            for _ in range(_MAX_REDIRECTS + 1):
+                await self.limiter.wait()
+                resp = await stack.enter_async_context(
+                    self._http.stream("GET", url, follow_redirects=False)
+                )
+                if not resp.is_redirect or "Location" not in resp.headers:
+                    break
+                await resp.aclose()
+                url = str(resp.url.join(resp.headers["Location"]))
+            else:
+                raise PdfError(f"more than {_MAX_REDIRECTS} redirects")
             resp.raise_for_status()
             declared = resp.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self.max_bytes:

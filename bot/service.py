@@ -144,8 +144,7 @@ class Service:
 
     async def _charge_quota(self, user_key: str) -> None:
         limit = self.settings.summary_quota
-        used = await self.store.quota_used(user_key, QUOTA_WINDOW)
-        if used >= limit:
+        if not await self.store.quota_take(user_key, limit, QUOTA_WINDOW):
             oldest = await self.store.quota_oldest(user_key, QUOTA_WINDOW)
             wait = ""
             if oldest is not None:
@@ -156,7 +155,6 @@ class Service:
                 "Papers that were already summarized are always free.",
                 exit_code=1,
             )
-        await self.store.quota_add(user_key)
 
     @staticmethod
     def language(text: str) -> str:

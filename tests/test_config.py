@@ -67,3 +67,17 @@ def test_arxiv_interval_cannot_go_below_arxiv_rule_for_arxiv(monkeypatch: pytest
     monkeypatch.setenv("ARXIV_API_URL", "http://127.0.0.1:9/api/query")
     monkeypatch.setenv("ARXIV_RSS_URL", "http://127.0.0.1:9/rss")
     assert load_settings().arxiv_interval == 0
+
+
+def test_language_is_normalized_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAPERBOT_LANGUAGE", "Chinese")
+    assert load_settings().language == "zh"
+    monkeypatch.setenv("PAPERBOT_LANGUAGE", "pt-BR (Brasil)")
+    with pytest.raises(ConfigError, match="PAPERBOT_LANGUAGE"):
+        load_settings()
+
+
+def test_a_zone_directory_is_not_a_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAPERBOT_TIMEZONE", "America")
+    with pytest.raises(ConfigError, match="PAPERBOT_TIMEZONE"):
+        load_settings()

@@ -29,3 +29,10 @@ def test_unknown_token_shapes_are_redacted_too() -> None:
     f = RedactingFilter([])
     assert "***" in f.redact(f"https://example.org/bot{TOKEN}/sendMessage")
     assert f.redact("GET /v1beta/models?key=abc123") == "GET /v1beta/models?key=***"
+
+
+def test_a_malformed_log_call_does_not_raise_in_the_caller(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("INFO", [TOKEN])
+    logging.getLogger("paperbot.test").info("value %d of %s", "x", TOKEN)
+    err = capsys.readouterr().err
+    assert "value %d" in err and TOKEN not in err

@@ -224,6 +224,7 @@ class PdfServer:
         app = web.Application()
         app.router.add_get("/pdf/{name}", self._pdf)
         app.router.add_get("/stream/{name}", self._stream)
+        app.router.add_get("/moved/{name}", self._moved)
         self.server = ThreadedServer(app)
 
     async def _pdf(self, request: web.Request) -> web.Response:
@@ -234,6 +235,10 @@ class PdfServer:
         body = self.files[name]
         kind = "application/pdf" if body.startswith(b"%PDF") else "text/html"
         return web.Response(body=body, content_type=kind)
+
+    async def _moved(self, request: web.Request) -> web.Response:
+        """Like arxiv.org sending an http:// link on to https://."""
+        raise web.HTTPFound(f"/pdf/{request.match_info['name']}")
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         """Chunked, with no Content-Length: only counting the bytes can stop it."""
@@ -491,3 +496,16 @@ async def test_a_failed_download_is_not_retried_until_its_backoff_passes(
         assert pdf_server.hits("late.pdf") == 2
     finally:
         await svc.aclose()
+
+
+async def test_each_redirect_hop_waits_for_its_own_rate_limit_slot(tmp_path: Path, pdf_server: PdfServer) -> None:
+    """arXiv answers http:// PDF links with a redirect: that is a second request to arXiv."""
+    pdf_server.files["real.pdf"] = paper(1)
+    limiter = RateLimiter(0)
+    svc = PdfService(tmp_path / "cache", limiter)
+    try:
+        assert await svc.get_pdf(make_paper("2401.00010", pdf_server.url("real.pdf", route="moved"))) is not None
+    finally:
+        await svc.aclose()
+    assert pdf_server.server.paths() == ["/moved/real.pdf", "/pdf/real.pdf"]
+    assert limiter.requests == 2

@@ -88,3 +88,46 @@ async def test_topics_are_shared_rows_and_chat_migration_keeps_them(tmp_path: Pa
         assert await store.remove_topics(a.id, None) == 1
         row = await store.fetchone("SELECT COUNT(*) FROM topics")
         assert row[0] == 0
+
+
+def test_a_file_that_is_not_a_database_is_one_error_line_and_the_process_ends(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a database, just text " * 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "status"], cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        env=subprocess_env({"PAPERBOT_DB": str(bad)}),
+    )
+    assert result.returncode == 1 and "file is not a database" in result.stderr
+
+
+async def test_a_topic_removed_during_a_poll_does_not_abort_the_others(tmp_path: Path) -> None:
+    from datetime import date
+
+    async with await Store.open(tmp_path / "p.db") as store:
+        await store.upsert_paper(_paper())
+        a = await store.ensure_chat(Chat(Platform.TELEGRAM, "1", ChatKind.PRIVATE))
+        kept, _ = await store.add_topic(a.id, "cat:cs.CV")
+        gone, _ = await store.add_topic(a.id, "ti:defect")
+        topic_ids = {r[1]: r[0] for r in await store.fetchall("SELECT id, query FROM topics")}
+        await store.remove_topics(a.id, [gone.id])  # the user unsubscribes while the poll matches
+        day = date(2024, 5, 6)
+        added = await store.add_matches(
+            [(topic_ids["cat:cs.CV"], "2405.01872", day), (topic_ids["ti:defect"], "2405.01872", day)]
+        )
+        assert added == 1
+        rows = await store.fetchall("SELECT topic_id FROM matches")
+        assert [r[0] for r in rows] == [topic_ids["cat:cs.CV"]]
+        assert kept.query == "cat:cs.CV"
+
+
+async def test_the_quota_cannot_be_overrun_by_concurrent_requests(tmp_path: Path) -> None:
+    import asyncio
+
+    async with await Store.open(tmp_path / "p.db") as store:
+        taken = await asyncio.gather(*(store.quota_take("telegram:7", 3) for _ in range(10)))
+        assert sum(taken) == 3 and await store.quota_used("telegram:7") == 3

@@ -468,3 +468,20 @@ async def test_stored_finds_the_fallback_summary_a_post_showed(store: Store, fak
     assert await service.cached(PAPER, "zh") is None
     again = await service.stored(PAPER, "zh")
     assert again is not None and again.content == shown.content
+
+
+async def test_a_200_that_is_not_an_api_reply_is_retried_then_falls_back(
+    store: Store, fake: FakeGemini, gemini
+) -> None:
+    """A proxy's HTML page or JSON of another shape: retried, then the labelled extractive result."""
+    from tests.fakes.gemini import Reply
+
+    fake.script(Reply(raw_body="<html>captive portal</html>"), Reply(raw_body='{"candidates": "nope"}'))
+    service = SummaryService(store, gemini(attempts=3), fallback=ExtractiveSummarizer())
+    ok = await service.summarize(PAPER, "en")
+    assert ok.generated_by == f"gemini:{MODEL}" and fake.calls == 3
+
+    fake.default = Reply(raw_body="<html>still not</html>")
+    other = dataclasses.replace(PAPER, arxiv_id="2005.99999")
+    fallen = await service.summarize(other, "en")
+    assert fallen.generated_by == "extractive"

@@ -46,12 +46,17 @@ class StoreBase:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
         db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA busy_timeout=5000")
-        store = cls(db, path)
-        await store.migrate()
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db, path)
+            await store.migrate()
+        except BaseException:
+            # aiosqlite's thread is not a daemon: an unclosed connection keeps the process alive.
+            await db.close()
+            raise
         return store
 
     async def close(self) -> None:
@@ -80,6 +85,12 @@ class StoreBase:
             if version <= current or (target is not None and version > target):
                 continue
             async with self.transaction():
+                # Another process may have applied this step since we looked.
+                async with self.db.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version=?", (version,)
+                ) as cur:
+                    if await cur.fetchone() is not None:
+                        continue
                 for statement in _statements(sql):
                     await self.db.execute(statement)
                 await self.db.execute(

@@ -177,6 +177,22 @@ class ChatStore(StoreBase):
         )
         return int(row[0]) if row else 0
 
+    async def quota_take(self, user_key: str, limit: int, window: timedelta = timedelta(hours=1)) -> bool:
+        """Charge one use if fewer than `limit` were used in `window`; False when none is left.
+
+        Count and charge in one transaction, so concurrent requests cannot both take the last one.
+        """
+        since = (datetime.now(UTC) - window).isoformat(timespec="seconds")
+        async with self.transaction() as db:
+            async with db.execute(
+                "SELECT COUNT(*) FROM quota_events WHERE user_key=? AND at>=?", (user_key, since)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None and int(row[0]) >= limit:
+                return False
+            await db.execute("INSERT INTO quota_events(user_key, at) VALUES (?,?)", (user_key, now_iso()))
+        return True
+
     async def quota_add(self, user_key: str) -> None:
         await self.execute("INSERT INTO quota_events(user_key, at) VALUES (?,?)", (user_key, now_iso()))
 

@@ -87,9 +87,12 @@ class FeedStore(StoreBase):
         """Record (topic, paper, announcement) matches; a topic matches a paper once. Returns how many are new."""
         async with self.transaction() as db:
             before = db.total_changes
+            # A topic whose last subscriber left during the poll is gone: skip its matches
+            # (OR IGNORE does not cover foreign-key failures, which would abort the whole poll).
             await db.executemany(
-                "INSERT OR IGNORE INTO matches(topic_id, arxiv_id, announced) VALUES (?,?,?)",
-                [(t, a, d.isoformat()) for t, a, d in rows],
+                "INSERT OR IGNORE INTO matches(topic_id, arxiv_id, announced) "
+                "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM topics WHERE id=?)",
+                [(t, a, d.isoformat(), t) for t, a, d in rows],
             )
             return db.total_changes - before
 

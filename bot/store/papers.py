@@ -52,7 +52,8 @@ class PaperStore(StoreBase):
             "pdf_url=excluded.pdf_url, comment=excluded.comment, journal_ref=excluded.journal_ref, "
             "doi=excluded.doi, fetched_at=excluded.fetched_at, "
             "affiliations=CASE WHEN excluded.affiliations='[]' THEN papers.affiliations ELSE excluded.affiliations END, "
-            "announced=COALESCE(papers.announced, excluded.announced)",
+            "announced=COALESCE(papers.announced, excluded.announced) "
+            "WHERE excluded.version >= papers.version",
             (
                 paper.arxiv_id,
                 paper.version,

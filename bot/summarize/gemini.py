@@ -207,6 +207,8 @@ class GeminiSummarizer:
             raise _Retry("a response body that is not JSON") from None
         except _TRANSPORT_ERRORS as exc:
             raise _Retry(f"no answer ({type(exc).__name__})") from None
+        except ValueError as exc:  # a 200 whose body is not JSON, or JSON of the wrong shape
+            raise _Retry(f"an unreadable reply ({type(exc).__name__})") from None
         return parse_reply(response.text)
 
     def _log_retry(self, paper: Paper, state: RetryCallState) -> None:

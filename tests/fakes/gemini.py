@@ -48,6 +48,7 @@ class Reply:
     error: dict[str, Any] | None = None
     delay: float = 0.0
     finish_reason: str = "STOP"
+    raw_body: str | None = None  # sent as it is, e.g. a proxy's HTML page with status 200
 
 
 def summary_for(prompt: str) -> dict[str, Any]:
@@ -153,6 +154,8 @@ class FakeGemini:
             reply = self.error(400, "API key not valid. Please pass a valid API key.")
         if reply.error is not None:
             return web.json_response({"error": reply.error}, status=reply.status)
+        if reply.raw_body is not None:
+            return web.Response(text=reply.raw_body, status=reply.status, content_type="text/html")
         text = reply.text
         if text is None:
             text = json.dumps(summary_for(_prompt_of(body)), ensure_ascii=False)
