@@ -54,7 +54,7 @@ class ArxivUnavailable(RuntimeError):
     """arXiv did not give a usable answer (after retries, where retrying makes sense)."""
 
 
-class _Rejected(ArxivUnavailable):
+class ArxivRejected(ArxivUnavailable):
     """arXiv answered 400: it could not make sense of the request."""
 
 
@@ -263,7 +263,7 @@ class ArxivSource:
     async def _lookup(self, ids: list[str]) -> list[Paper]:
         try:
             return await self._api(arxiv.Search(id_list=ids, max_results=len(ids)))
-        except _Rejected:
+        except ArxivRejected:
             # arXiv answers 400 to an id_list with an id it cannot parse.
             raise BadArxivId(ids[0] if len(ids) == 1 else ", ".join(ids)) from None
 
@@ -326,7 +326,7 @@ class ArxivSource:
             return await retrying(counted)
         except (arxiv.ArxivError, requests.RequestException, httpx.HTTPError) as exc:
             if _status(exc) == 400:
-                raise _Rejected(f"{what} at {_host(url)} rejected the request (HTTP 400)") from None
+                raise ArxivRejected(f"{what} at {_host(url)} rejected the request (HTTP 400)") from None
             tail = f" after {tries} attempts" if tries > 1 else ""
             raise ArxivUnavailable(f"{what} at {_host(url)}: {_describe(exc)}{tail}") from None
 

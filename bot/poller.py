@@ -16,7 +16,7 @@ from functools import partial
 from datetime import date, datetime
 
 from bot.app import Components
-from bot.arxiv_source import PAGE_SIZE, ArxivUnavailable, ListingItem
+from bot.arxiv_source import PAGE_SIZE, ArxivRejected, ArxivUnavailable, ListingItem
 from bot.delivery import ARXIV_TZ, next_push, now_utc
 from bot.models import Paper
 from bot.query import MatchDoc, Node, QuerySyntaxError, TopicMatcher, categories_of, parse_query
@@ -51,6 +51,7 @@ class PollReport:
     skipped: int = 0  # feeds whose announcement was processed before
     empty: int = 0  # feeds without an announcement today (weekend, holiday)
     failures: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # feed requests arXiv refused (HTTP 400)
 
     @property
     def requests(self) -> int:
@@ -78,6 +79,8 @@ class PollReport:
             parts.append(f"{self.summaries} summaries and {self.thumbnails} thumbnail sets ready")
         if self.failures:
             parts.append("failed: " + "; ".join(self.failures))
+        if self.rejected:
+            parts.append("refused by arXiv: " + ", ".join(self.rejected))
         return "; ".join(parts)
 
 
@@ -126,13 +129,25 @@ class Poller:
         listings: list[tuple[list[str], date, list[ListingItem], list[_Topic]]] = []
         if groups:
             say(f"{len(topics)} topic(s) over {report.feeds} listing feed(s) in {len(groups)} request(s)")
-        for group in groups:
+        queue = list(groups)
+        while queue:
+            group = queue.pop(0)
             relevant = [t for t in topics if any(_covers(f, t.feeds) for f in group)]
             if await self._up_to_date(group, relevant):
                 report.skipped += len(group)
                 continue
             try:
                 listing = await self.c.arxiv.fetch_listing(group)
+            except ArxivRejected as exc:
+                # A feed arXiv does not know is this group's problem, not arXiv being down: ask
+                # for its feeds one by one, so only the bad one is lost, not its neighbours.
+                if len(group) > 1:
+                    queue[:0] = [[feed] for feed in group]
+                    continue
+                log.error("listing %s refused: %s", "+".join(group), exc)
+                await self.store.record_failure("poll", f"listing {'+'.join(group)}: {exc}")
+                report.rejected.append("+".join(group))
+                continue
             except ArxivUnavailable as exc:
                 # arXiv's retries are spent: end this cycle; the next one tries again.
                 await self._failure(report, f"listing {'+'.join(group)}: {exc}")

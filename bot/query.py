@@ -14,6 +14,7 @@ front of parentheses (`ti:(a OR b)`) applies to every bare term inside them. A w
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -115,6 +116,37 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(_fold(text))
 
 
+# arXiv's category taxonomy (arxiv.org/category_taxonomy). A subject class outside it is refused:
+# the listing feed answers HTTP 400 for one, which would cost every topic in its request its papers.
+_SUBJECTS = {
+    "cs": "AI AR CC CE CG CL CR CV CY DB DC DL DM DS ET FL GL GR GT HC IR IT LG LO MA MM MS NA NE NI OH OS "
+    "PF PL RO SC SD SE SI SY",
+    "econ": "EM GN TH",
+    "eess": "AS IV SP SY",
+    "math": "AC AG AP AT CA CO CT CV DG DS FA GM GN GR GT HO IT KT LO MG MP NA NT OA OC PR QA RA RT SG SP ST",
+    "astro-ph": "CO EP GA HE IM SR",
+    "cond-mat": "dis-nn mes-hall mtrl-sci other quant-gas soft stat-mech str-el supr-con",
+    "nlin": "AO CD CG PS SI",
+    "physics": "acc-ph ao-ph app-ph atm-clus atom-ph bio-ph chem-ph class-ph comp-ph data-an ed-ph flu-dyn "
+    "gen-ph geo-ph hist-ph ins-det med-ph optics plasm-ph pop-ph soc-ph space-ph",
+    "q-bio": "BM CB GN MN NC OT PE QM SC TO",
+    "q-fin": "CP EC GN MF PM PR RM ST TR",
+    "stat": "AP CO ME ML OT TH",
+}
+KNOWN_CATEGORIES = frozenset(f"{a}.{s}" for a, subjects in _SUBJECTS.items() for s in subjects.split())
+
+
+def unknown_category_hint(raw: str) -> str | None:
+    """For `cs.ML` and the like (a real archive, a subject arXiv does not have): what to write instead."""
+    m = _CATEGORY.fullmatch(raw)
+    if not m or m.group(2) is None or m.group(1).lower() not in _SUBJECTS:
+        return None
+    close = difflib.get_close_matches(raw, sorted(KNOWN_CATEGORIES), n=3, cutoff=0.6)
+    similar = sorted(c for c in KNOWN_CATEGORIES if c.split(".")[1].lower() == m.group(2).lower())
+    options = list(dict.fromkeys(similar + close))[:4]
+    return "did you mean " + " or ".join(options) + "?" if options else "see arxiv.org/category_taxonomy"
+
+
 def _category(raw: str) -> tuple[str, bool] | None:
     """(arXiv's spelling, is an archive) for a category name such as `cs.cv` or `cs.*`, else None."""
     m = _CATEGORY.fullmatch(raw)
@@ -126,11 +158,13 @@ def _category(raw: str) -> tuple[str, bool] | None:
         return (archive, _is_archive(archive)) if known else None
     if star:
         return None
-    if archive in _UPPER_ARCHIVES and re.fullmatch(r"[a-z]{2}", subject, re.IGNORECASE):
-        return f"{archive}.{subject.upper()}", False
-    if archive in _LOWER_ARCHIVES:
-        return f"{archive}.{subject.lower()}", False
-    return None
+    if archive in _UPPER_ARCHIVES:
+        name = f"{archive}.{subject.upper()}"
+    elif archive in _LOWER_ARCHIVES:
+        name = f"{archive}.{subject.lower()}"
+    else:
+        return None
+    return (name, False) if name in KNOWN_CATEGORIES else None
 
 
 def _is_archive(category: str) -> bool:
@@ -287,6 +321,9 @@ class _Parser:
             if tok.kind == "WORD" and raw == "NOT":
                 raise self.fail(tok.pos, 'unknown operator "NOT"', "a term", 'use ANDNOT, as in "a ANDNOT b"')
             cat = _category(raw) if tok.kind == "WORD" else None
+            hint = unknown_category_hint(raw) if tok.kind == "WORD" and cat is None else None
+            if hint is not None:
+                raise self.fail(tok.pos, f'unknown category "{raw}"', "a category", hint)
             # A bare `cs` or `physics` is a word; hyphenated archives (`hep-th`, `q-bio`) read as categories.
             if cat and (not cat[1] or "-" in cat[0] or raw.endswith("*")):
                 return Term("cat", cat[0])
@@ -294,7 +331,8 @@ class _Parser:
         if field == "cat":
             cat = _category(raw)
             if cat is None:
-                raise self.fail(tok.pos, f'unknown category "{raw}"', "a category", "e.g. cs.CV, math.AP, hep-th, cs.*")
+                hint = unknown_category_hint(raw) or "e.g. cs.CV, math.AP, hep-th, cs.*"
+                raise self.fail(tok.pos, f'unknown category "{raw}"', "a category", hint)
             return Term("cat", cat[0])
         if tok.kind == "PHRASE":
             text = raw.lower()

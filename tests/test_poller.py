@@ -209,3 +209,22 @@ async def test_summaries_and_thumbnails_are_ready_before_the_push(c: Components,
     assert list(c.pdfs.image_dir(papers[SEED_ID]).glob("fig*.jpg"))
     assert any("preparing 2 paper(s)" in line for line in progress)
     assert "2 summaries and 2 thumbnail sets ready" in str(report)
+
+
+async def test_a_feed_arxiv_refuses_costs_only_its_own_topics(c: Components, fake_arxiv: FakeArxiv) -> None:
+    """A category the listing service answers with HTTP 400 (say one arXiv retired) must not
+    take the papers of the other topics in the same request with it."""
+    await subscribe(c, "1", "cat:cs.CV")
+    await subscribe(c, "2", "cat:cs.LG")
+    (aid,) = add_papers(fake_arxiv, "77", ["A vision paper"], categories=["cs.CV"])
+    fake_arxiv.set_listing("cs.CV", MONDAY, [aid])
+    fake_arxiv.unknown_feeds.add("cs.LG")
+
+    report = await Poller(c).run_once()
+
+    paths = [h.path for h in fake_arxiv.hits if h.endpoint == "rss"]
+    assert paths == ["/rss/cs.CV+cs.LG", "/rss/cs.CV", "/rss/cs.LG"]
+    assert [a for _, a, _ in await matches(c)] == [aid]
+    assert "refused by arXiv: cs.LG" in str(report)
+    failures = await c.store.recent_failures()
+    assert failures and "cs.LG" in failures[0][2]

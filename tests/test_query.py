@@ -416,3 +416,13 @@ def test_printed_queries_mean_the_same() -> None:
             again = parse_query(text)
             assert [matches(again, d) for d in docs] == [matches(node, d) for d in docs], (canonical, text)
         assert normalize_query(parse_query(canonical)) == canonical
+
+
+@pytest.mark.parametrize(
+    ("query", "suggestion"),
+    [("cs.ML", "stat.ML"), ("cat:cs.ml AND ti:x", "stat.ML"), ("cat:math.XX", "math."), ("physics.optic", "physics.optics")],
+)
+def test_a_category_arxiv_does_not_have_is_refused_with_a_suggestion(query: str, suggestion: str) -> None:
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query(query)
+    assert "unknown category" in str(info.value) and suggestion in str(info.value)

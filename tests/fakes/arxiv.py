@@ -111,6 +111,7 @@ class FakeArxiv:
         self._papers: dict[str, list[FakePaper]] = {}  # base id -> versions, oldest first
         self._pdfs: dict[str, bytes] = {}
         self._listings: dict[str, tuple[date, list[tuple[str, str]]]] = {}
+        self.unknown_feeds: set[str] = set()  # feed names the listing service answers with HTTP 400
         self._failures: list[tuple[str | None, int]] = []  # (endpoint or None for any, status)
         self._delays: list[tuple[str | None, float]] = []
         self.listing_day = date(2024, 5, 6)  # the announcement date of feeds nobody set
@@ -324,6 +325,9 @@ class FakeArxiv:
 
     async def _rss(self, request: web.Request) -> web.Response:
         feeds = request.match_info["feeds"].split("+")
+        unknown = [f for f in feeds if f in self.unknown_feeds]
+        if unknown:  # as arXiv's feed service answers a subject class it does not have
+            return web.Response(status=400, text=f"Bad Request: invalid category {unknown[0]}")
         listings = [self._listings.get(f, (self.listing_day, [])) for f in feeds]
         day = max(d for d, _ in listings)
         unique: dict[str, str] = {}  # a paper listed in two of the feeds appears once
