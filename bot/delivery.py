@@ -180,7 +180,10 @@ async def _push_once(
                 report.no_sender += 1
                 return
             async with slots:
-                await _deliver(c, sender, chat, latest, report)
+                try:
+                    await _deliver(c, sender, chat, latest, report)
+                except Exception as exc:  # noqa: BLE001 - one chat's trouble must not cut the others' push short
+                    await _failed(c, chat, "push", exc, report)
 
         await asyncio.gather(*(one(chat) for chat in due))
     return report
@@ -320,6 +323,7 @@ async def _default_senders(settings: Settings, c: Components) -> AsyncIterator[d
     async with contextlib.AsyncExitStack() as stack:
         if settings.telegram_bot_token is not None:
             from telegram.ext import AIORateLimiter, ExtBot
+            from telegram.request import HTTPXRequest
 
             from bot.telegram_bot import TelegramSender
 
@@ -330,6 +334,8 @@ async def _default_senders(settings: Settings, c: Components) -> AsyncIterator[d
                 base_url=f"{base}/bot",
                 base_file_url=f"{base}/file/bot",
                 rate_limiter=AIORateLimiter(max_retries=3),
+                # As in `run`: a media group of four figures takes longer than the 5 s default.
+                request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
             )
             await stack.enter_async_context(bot)
             senders[Platform.TELEGRAM] = TelegramSender(bot, c.store)

@@ -34,6 +34,7 @@ MAX_FILES = 4
 # Discord's upload limit for bots in servers without boosts; bigger thumbnails are left out.
 MAX_FILE_BYTES = 10 * 2**20
 UNKNOWN_CHANNEL = 10003
+LOST_ACCESS = {50001, 50007}  # Missing Access; Cannot send messages to this user
 ADMIN_ONLY = (
     "Only server admins (Manage Server permission) can change this channel's topics and settings. "
     "Anyone can use /topics, /summary, /digest and /settings without arguments."
@@ -72,7 +73,10 @@ def bot_of(interaction: discord.Interaction) -> PaperBot:
 async def report_error(interaction: discord.Interaction, error: BaseException) -> None:
     """A UserError's message is the answer; anything else is logged and answered generically."""
     if isinstance(error, UserError):
-        text = str(error)
+        first, _, rest = str(error).partition("\n")
+        # A query error's second part is the query with a caret under the failing place:
+        # a code block keeps the caret in its column and `*` or `_` from turning into markup.
+        text = first + (f"\n```\n{rest.replace('`', 'ˋ')}\n```" if rest.strip() else "")
     else:
         log.error("Discord interaction failed: %s: %s", type(error).__name__, error, exc_info=error)
         text = "Something went wrong on our side; please try again later."
@@ -325,6 +329,10 @@ def _gone_on_lost_access(chat: Chat) -> Iterator[None]:
     try:
         yield
     except discord.Forbidden as exc:
+        # Only lost access means the chat is gone; a missing permission (say Attach Files,
+        # 50013) is an ordinary failure that is recorded and retried, not a switch-off.
+        if exc.code not in LOST_ACCESS:
+            raise
         raise ChatGone(f"Discord channel {chat.chat_id}: {exc.text or 'forbidden'}") from None
     except discord.NotFound as exc:
         if exc.code != UNKNOWN_CHANNEL:

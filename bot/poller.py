@@ -216,11 +216,10 @@ class Poller:
                 if ids:
                     entry = found.setdefault(item.arxiv_id, (item, day, set()))
                     entry[2].update(ids)
+        # A replacement is a new version of an older paper: not news, whether we saw the paper or not
+        # (a fresh deployment or topic would otherwise push revisions of old papers as "new papers").
+        found = {a: entry for a, entry in found.items() if entry[0].announce_type not in REPLACEMENTS}
         known = await self.store.known_papers(found)
-        # A replacement of a paper we have seen is not news; a new or cross-listed paper is.
-        found = {
-            a: entry for a, entry in found.items() if not (entry[0].announce_type in REPLACEMENTS and a in known)
-        }
         report.matched = len(found)
         wanted = [a for a in found if known.get(a) is None]
         if wanted:

@@ -34,7 +34,7 @@ from telegram import (
 )
 from telegram import Chat as TgChat
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
-from telegram.error import BadRequest, ChatMigrated, Forbidden, TelegramError
+from telegram.error import ChatMigrated, Forbidden, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -159,8 +159,11 @@ async def send_paper(
         elif photos:
             media = [InputMediaPhoto(data, filename=f"figure{i}.jpg") for i, data in enumerate(photos, 1)]
             await bot.send_media_group(to.chat_id, media, message_thread_id=to.thread_id, reply_parameters=reply)
-    except BadRequest as exc:
-        # The post is out; figures Telegram refuses (size, proportions) must not make it fail or repeat.
+    except (Forbidden, ChatMigrated):
+        raise
+    except TelegramError as exc:
+        # The card is out: figures that are refused (size, proportions) or lost to a timeout or
+        # flood limit must not make the post fail, or the next push would send the card again.
         log.warning("figures of %s not sent: %s", summary.paper.versioned_id, exc.message)
 
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
 
+import discord
 import pytest
 from discord.utils import escape_markdown
 from pydantic import SecretStr
@@ -206,12 +207,16 @@ async def test_bad_id_and_bad_query_get_the_clear_error(
     [msg] = await answer(fake, fake.slash("summary", {"id": "not-a-paper"}))
     assert msg.content == str(bad_id.value) and not msg.embeds
 
-    token = fake.slash("subscribe", {"query": "ti:(diffusion"}, permissions=MANAGE_GUILD)
+    token = fake.slash("subscribe", {"query": "ti:(diffus* OR au:hinton_g"}, permissions=MANAGE_GUILD)
     [msg] = await answer(fake, token)
     assert msg.content.startswith("Could not read that query:")
+    # The query and its caret stay verbatim and aligned in a code block.
+    block = msg.content.split("```\n", 1)[1].rsplit("\n```", 1)[0]
+    query_line, caret_line = block.splitlines()[-2:]
+    assert "diffus* OR au:hinton_g" in query_line and caret_line.strip() == "^"
 
 
-@pytest.mark.parametrize(("status", "code"), [(403, 50001), (404, 10003)])
+@pytest.mark.parametrize(("status", "code"), [(403, 50001), (403, 50007), (404, 10003)])
 async def test_a_channel_the_bot_lost_is_chat_gone(
     fake: FakeDiscord, bot: DiscordSender, status: int, code: int
 ) -> None:
@@ -220,6 +225,13 @@ async def test_a_channel_the_bot_lost_is_chat_gone(
     with pytest.raises(ChatGone):
         await bot.send_header(chat, "cs.CV daily", date(2024, 5, 3), 2)
     assert fake.in_channel(PUSH_CHANNEL) == []
+
+
+async def test_a_missing_permission_is_a_failure_not_a_lost_channel(fake: FakeDiscord, bot: DiscordSender) -> None:
+    fake.fail_channel(PUSH_CHANNEL, 403, 50013, "Missing Permissions")
+    chat = Chat(Platform.DISCORD, str(PUSH_CHANNEL), ChatKind.GUILD)
+    with pytest.raises(discord.Forbidden):
+        await bot.send_header(chat, "cs.CV daily", date(2024, 5, 3), 2)
 
 
 async def test_a_rejected_token_is_a_clear_error_without_the_token(fake: FakeDiscord, components: Components) -> None:

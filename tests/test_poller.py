@@ -147,7 +147,7 @@ async def test_no_request_once_todays_announcement_is_in(c: Components, fake_arx
     assert fake_arxiv.count("rss") == 2
 
 
-async def test_a_replacement_of_a_known_paper_is_not_resent_and_cross_lists_match(
+async def test_replacements_are_not_news_and_cross_lists_match(
     c: Components, fake_arxiv: FakeArxiv
 ) -> None:
     await subscribe(c, "1", "cat:cs.CV")
@@ -159,16 +159,17 @@ async def test_a_replacement_of_a_known_paper_is_not_resent_and_cross_lists_matc
     await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
     assert sender.papers_to("1") == [new, cross]  # cat:cs.CV found the cross-list
 
-    # Tuesday: v2 of Monday's paper, and a replacement of a paper never seen before.
+    # Tuesday: v2 of Monday's paper, and a revision of an old paper never seen before: neither is news.
     fake_arxiv.add_paper(new, version=2, title="Seen on Monday, revised", published=datetime(2024, 5, 3, tzinfo=UTC))
     (unseen,) = add_papers(fake_arxiv, "50", ["Old but new to us"])
     fake_arxiv.set_listing("cs.CV", TUESDAY, [(new, "replace"), (unseen, "replace-cross"), SEED_ID])
     report = await Poller(c).run_once()
     await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
 
-    assert report.matched == 2
-    assert sender.papers_to("1") == [new, cross, SEED_ID, unseen]
-    assert [(k, t) for k, _, t in sender.log if k == "header"][-1] == ("header", "cat:cs.CV — 2024-05-07: 2")
+    assert report.matched == 1
+    assert sender.papers_to("1") == [new, cross, SEED_ID]
+    assert unseen not in (await c.store.known_papers([unseen]))
+    assert [(k, t) for k, _, t in sender.log if k == "header"][-1] == ("header", "cat:cs.CV — 2024-05-07: 1")
     paper = (await c.store.papers_by_id([new]))[new]
     assert paper.version == 1  # not fetched again either
     assert (await c.store.known_papers([new]))[new] == "2024-05-06"

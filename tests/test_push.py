@@ -7,11 +7,13 @@ platforms (their adapters are tested on their own).
 from __future__ import annotations
 
 import asyncio
-
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bot.app import Components
 from bot.delivery import deliver_chat, digest_for_chat, push_once
@@ -447,3 +449,29 @@ async def test_paperbot_push_now_sends_through_telegram_once(tmp_path: Path, fak
         assert texts[0].startswith("cat:cs.CV — 2024-05-06: 1 new paper")
         assert texts[1].startswith("Diffusion A")
         assert len(tg.calls_to("sendMessage", 4242)) == 2
+
+
+async def test_trouble_with_one_chat_does_not_cut_the_others_short(
+    components: Components, fake_arxiv: FakeArxiv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat whose ledger cannot be written is recorded as a failure; the others' pushes finish
+    before the push lock is released, so nothing goes out twice."""
+    c = components
+    await subscribe(c, "100", "cat:cs.CV")
+    broken = await subscribe(c, "200", "cat:cs.CV")
+    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A", "B", "C"]))
+    real_add = c.store.ledger_add
+
+    async def ledger_add(chat_pk: int, rows: Any) -> None:
+        if chat_pk == broken.id:
+            raise sqlite3.OperationalError("disk I/O error")
+        await real_add(chat_pk, rows)
+
+    monkeypatch.setattr(c.store, "ledger_add", ledger_add)
+    sender = RecordingSender()
+    report = await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert len(sender.papers_to("100")) == 3 and sender.papers_to("200") == []
+    assert report.failures == 1 and "disk I/O error" in (await c.store.recent_failures())[0][2]
+    monkeypatch.undo()
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert len(sender.papers_to("100")) == 3 and len(sender.papers_to("200")) == 3
