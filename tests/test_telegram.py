@@ -421,6 +421,10 @@ async def test_push_sends_header_paper_with_photos_and_list(bot: Bot, tmp_path: 
     tg.fail("sendMediaGroup", channel["id"], 400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
     await sender.send_paper(chat, summary, images)
     assert len(tg.calls_to("sendMessage", channel["id"])) == 4
+    # Nor do figures lost to a server error after the card went out.
+    tg.fail("sendMediaGroup", channel["id"], 502, "Bad Gateway")
+    await sender.send_paper(chat, summary, images)
+    assert len(tg.calls_to("sendMessage", channel["id"])) == 5
 
 
 async def test_digest_sends_todays_matches_or_says_there_are_none(bot: Bot) -> None:
