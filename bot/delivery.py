@@ -215,14 +215,16 @@ async def _deliver(c: Components, sender: Sender, chat: Chat, day: date, report:
     title = next(iter(queries)) if len(queries) == 1 else MANY_TOPICS
     full, rest = order[: chat.max_papers], order[chat.max_papers :]
     target = _Target(c, chat)
-    try:
-        await target.call(lambda ch: sender.send_header(ch, title, day, len(order)))
-    except ChatGone as exc:
-        await _gone(c, target.chat, exc, report)
-        return
-    except Exception as exc:  # noqa: BLE001 - one chat's trouble must not stop the others
-        await _failed(c, target.chat, "header", exc, report)
-        return
+    # Rows that were tried before already had their header: a retry goes out without a new one.
+    if any(row.attempts == 0 for row in order):
+        try:
+            await target.call(lambda ch: sender.send_header(ch, title, day, len(order)))
+        except ChatGone as exc:
+            await _gone(c, target.chat, exc, report)
+            return
+        except Exception as exc:  # noqa: BLE001 - one chat's trouble must not stop the others
+            await _failed(c, target.chat, "header", exc, report)
+            return
     try:
         for row in full:
 
