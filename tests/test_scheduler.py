@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -91,6 +92,20 @@ async def eventually(check: Callable[[], object], timeout: float = 10.0) -> None
         await asyncio.sleep(0.01)
 
 
+@asynccontextmanager
+async def running(c: Components, clock: Clock, sender: RecordingSender | None = None) -> AsyncIterator[Scheduler]:
+    """A scheduler looping on `clock` (10 ms ticks) until the block ends."""
+    scheduler = Scheduler(c, {Platform.TELEGRAM: sender or RecordingSender()}, clock=clock, tick=0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        yield scheduler
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
 async def test_the_scheduler_polls_on_its_interval_and_pushes_at_nine(
     components: Components, fake_arxiv: FakeArxiv
 ) -> None:
@@ -100,10 +115,7 @@ async def test_the_scheduler_polls_on_its_interval_and_pushes_at_nine(
     fake_arxiv.set_listing("cs.CV", MONDAY, ids)
     clock = Clock(utc(2024, 5, 6, 12, 59))  # 08:59 in New York
     sender = RecordingSender()
-    scheduler = Scheduler(c, {Platform.TELEGRAM: sender}, clock=clock, tick=0.01)
-    stop = asyncio.Event()
-    task = asyncio.create_task(scheduler.run(stop))
-    try:
+    async with running(c, clock, sender) as scheduler:
         await eventually(lambda: fake_arxiv.count("rss") == 1)
         await eventually(lambda: scheduler._poll_task is not None and scheduler._poll_task.done())
         await asyncio.sleep(0.1)
@@ -120,9 +132,6 @@ async def test_the_scheduler_polls_on_its_interval_and_pushes_at_nine(
         await eventually(lambda: fake_arxiv.count("rss") == 2)
         await asyncio.sleep(0.1)
         assert len(sender.log) == 3  # the same announcement: not pushed again
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
 
 
 async def test_failures_are_recorded_and_do_not_stop_the_loop(components: Components, fake_arxiv: FakeArxiv) -> None:
@@ -132,10 +141,7 @@ async def test_failures_are_recorded_and_do_not_stop_the_loop(components: Compon
     # A database that lost a table: every poll fails inside the store.
     await c.store.execute("DROP TABLE announcements")
     clock = Clock(utc(2024, 5, 6, 14, 0))
-    scheduler = Scheduler(c, {Platform.TELEGRAM: RecordingSender()}, clock=clock, tick=0.01)
-    stop = asyncio.Event()
-    task = asyncio.create_task(scheduler.run(stop))
-    try:
+    async with running(c, clock) as scheduler:
         await eventually(lambda: scheduler._poll_task is not None and scheduler._poll_task.done())
         failures = await c.store.recent_failures()
         assert [(kind, detail) for _, kind, detail in failures] == [
@@ -148,10 +154,6 @@ async def test_failures_are_recorded_and_do_not_stop_the_loop(components: Compon
             return len(await c.store.recent_failures()) == 2
 
         await eventually(two_failures)  # it polled again
-        assert not task.done()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
 
 
 async def test_a_new_subscription_brings_the_next_poll_forward(
@@ -161,10 +163,7 @@ async def test_a_new_subscription_brings_the_next_poll_forward(
     await subscribe(c, "ny", "cat:cs.CV", timezone="America/New_York")
     fake_arxiv.set_listing("cs.CV", MONDAY, add_papers(fake_arxiv, "20", ["A"]))
     clock = Clock(utc(2024, 5, 6, 14, 0))
-    scheduler = Scheduler(c, {Platform.TELEGRAM: RecordingSender()}, clock=clock, tick=0.01)
-    stop = asyncio.Event()
-    task = asyncio.create_task(scheduler.run(stop))
-    try:
+    async with running(c, clock) as scheduler:
         await eventually(lambda: scheduler._poll_task is not None and scheduler._poll_task.done())
         polls = fake_arxiv.count("rss")
         clock.now += timedelta(minutes=5)
@@ -174,6 +173,3 @@ async def test_a_new_subscription_brings_the_next_poll_forward(
         await subscribe(c, "sh", "cat:cs.CV", timezone="Asia/Shanghai")
         clock.now += timedelta(minutes=1)  # 6 minutes after the last poll, not 60
         await eventually(lambda: fake_arxiv.count("rss") == polls + 1)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
