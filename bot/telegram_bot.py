@@ -61,7 +61,6 @@ from bot.render.telegram import (
 )
 from bot.sender import ChatGone, ChatMoved
 from bot.service import HELP_TEXT, Service, UserError
-from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +181,13 @@ def paper_line(p: Paper) -> str:
 
 
 class TelegramSender:
-    """bot.sender.Sender for Telegram; marks blocked and migrated chats in the store as it finds them."""
+    """bot.sender.Sender for Telegram: blocked and migrated chats become ChatGone and ChatMoved,
+    which the core's delivery turns into a switched-off or moved chat."""
 
     platform = Platform.TELEGRAM
 
-    def __init__(self, bot: Bot, store: Store) -> None:
+    def __init__(self, bot: Bot) -> None:
         self.bot = bot
-        self.store = store
 
     async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
         async with self._guard(chat):
@@ -208,12 +207,9 @@ class TelegramSender:
         try:
             yield
         except Forbidden as exc:
-            await self.store.set_chat_active(Platform.TELEGRAM, chat.chat_id, False)
             raise ChatGone(f"Telegram chat {chat.chat_id}: {exc.message}") from None
         except ChatMigrated as exc:
-            new_id = str(exc.new_chat_id)
-            await self.store.migrate_chat(Platform.TELEGRAM, chat.chat_id, new_id)
-            raise ChatMoved(new_id) from None
+            raise ChatMoved(str(exc.new_chat_id)) from None
 
 
 # --- the commands ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from PIL import Image
 from telegram.ext import Application
 
 from bot.app import Components, build_components
+from bot.delivery import push_once
 from bot.config import load_settings
 from bot.models import Chat, ChatKind, Paper, Platform, Summary, SummaryContent
 from bot.sender import ChatGone, ChatMoved
@@ -330,14 +331,28 @@ async def test_retry_after_is_waited_out(bot: Bot) -> None:
     assert [bool(c.error and "retry after 1" in c.error) for c in attempts] == [True, False]
 
 
+async def leave_a_match(c: Components, chat: Chat, query: str) -> None:
+    """What a poll leaves behind for `chat`: the seed paper matched by its topic `query`."""
+    paper = await Service(c).find_paper(SEED_ID)
+    await c.store.add_topic(chat.id, query)  # type: ignore[arg-type]
+    [topic_id] = [t for t, q, _ in await c.store.active_topics() if q == query]
+    await c.store.add_matches([(topic_id, paper.arxiv_id, date(2024, 5, 6))])
+    await c.store.set_meta("last_announcement", "2024-05-06")
+
+
 async def test_blocked_chat_is_switched_off_and_back_on(bot: Bot) -> None:
     tg, store = bot.tg, bot.c.store
     chat = await bot.c.store.ensure_chat(Chat(Platform.TELEGRAM, str(BOB["id"]), ChatKind.PRIVATE))
     tg.forbidden(BOB["id"])
-    sender = TelegramSender(bot.app.bot, store)
+    sender = TelegramSender(bot.app.bot)
     with pytest.raises(ChatGone):
         await sender.send_header(chat, "cs.CV", date(2024, 5, 6), 3)
+    # On a push, the core switches the chat off (its topics are kept).
+    await leave_a_match(bot.c, chat, "cat:cs.CV")
+    report = await push_once(bot.c, force=True, senders={Platform.TELEGRAM: sender})
+    assert report.switched_off == 1
     assert (await store.get_chat(Platform.TELEGRAM, str(BOB["id"]))).active is False  # type: ignore[union-attr]
+    assert [t.query for t in await store.list_topics(chat.id)] == ["cat:cs.CV"]  # type: ignore[arg-type]
 
     tg.clear_failures()  # Bob unblocks the bot and writes again
     tg.push_message(tg.private_chat(BOB), "/start", BOB)
@@ -381,16 +396,20 @@ async def test_migrated_group_keeps_its_topics(bot: Bot) -> None:
     assert [t.query for t in await store.list_topics(new.id)] == ["cat:cs.CV"]  # type: ignore[arg-type]
     assert await store.get_chat(Platform.TELEGRAM, "-600") is None
 
-    # Found out on a push instead: the sender moves the chat and says where to.
+    # Found out on a push instead: the sender says where to, the core moves the chat and sends there.
     other = await store.ensure_chat(Chat(Platform.TELEGRAM, "-700", ChatKind.GROUP, "Other"))
-    await store.add_topic(other.id, "au:hinton")  # type: ignore[arg-type]
-    tg.migrated(-700, -100700, "sendMessage")
+    sender = TelegramSender(bot.app.bot)
+    tg.migrated(-700, -100700, "sendMessage", times=1)
     with pytest.raises(ChatMoved) as moved_to:
-        await TelegramSender(bot.app.bot, store).send_header(other, "au:hinton", date(2024, 5, 6), 1)
+        await sender.send_header(other, "au:hinton", date(2024, 5, 6), 1)
     assert moved_to.value.new_chat_id == "-100700"
+    await leave_a_match(bot.c, other, "au:hinton")
+    tg.migrated(-700, -100700, "sendMessage", times=1)
+    await push_once(bot.c, force=True, senders={Platform.TELEGRAM: sender})
     after = await store.get_chat(Platform.TELEGRAM, "-100700")
     assert after is not None
     assert [t.query for t in await store.list_topics(after.id)] == ["au:hinton"]  # type: ignore[arg-type]
+    assert tg.calls_to("sendMessage", -100700)  # the push went to the new id
 
 
 async def test_push_sends_header_paper_with_photos_and_list(bot: Bot, tmp_path: Path) -> None:
@@ -404,7 +423,7 @@ async def test_push_sends_header_paper_with_photos_and_list(bot: Bot, tmp_path: 
         Image.new("RGB", (64 + i, 48), color).save(buf, "JPEG")
         images.append(tmp_path / f"fig{i}.jpg")
         images[-1].write_bytes(buf.getvalue())
-    sender = TelegramSender(bot.app.bot, store)
+    sender = TelegramSender(bot.app.bot)
     await sender.send_header(chat, "cat:cs.CV AND ti:diffusion", date(2024, 5, 6), 2)
     await sender.send_paper(chat, summary, images)
     await sender.send_paper_list(chat, [summary.paper])
