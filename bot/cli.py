@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import RedactingFilter, setup_logging
+
+if TYPE_CHECKING:
+    from bot.models import Paper
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -124,11 +127,7 @@ def summary(
             )
         written: list[str] = []
         if images is not None:
-            images.mkdir(parents=True, exist_ok=True)
-            for src in result.images:
-                dest = images / f"{result.summary.paper.versioned_id.replace('/', '_')}_{src.name}"
-                shutil.copyfile(src, dest)
-                written.append(str(dest))
+            written = [str(p) for p in _export_images(result.summary.paper, result.images, images)]
             result.summary.images = written
             err.print(f"{len(written)} image(s) written to {images}", highlight=False)
         if fmt is Format.json:
@@ -137,6 +136,19 @@ def summary(
 
     out = _run(lambda s: _with_components(s, body))
     sys.stdout.write(out.rstrip("\n") + "\n")
+
+
+def _export_images(paper: Paper, sources: list[Path], dest_dir: Path) -> list[Path]:
+    """Copy a paper's cached thumbnails into `dest_dir` under names that say whose they are."""
+    from bot.pdf import file_stem
+
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sources:
+        dest = dest_dir / f"{file_stem(paper)}_{src.name}"
+        shutil.copyfile(src, dest)
+        written.append(dest)
+    return written
 
 
 def _parse_day(text: str | None) -> date:
@@ -188,13 +200,9 @@ def digest(
             summaries[i] = await c.summaries.summarize(paper, language)
             thumbs = await c.pdfs.thumbnails(paper)
             if image_dir is not None and thumbs:
-                image_dir.mkdir(parents=True, exist_ok=True)
-                refs = []
-                for src in thumbs:
-                    dest = image_dir / f"{paper.versioned_id.replace('/', '_')}_{src.name}"
-                    shutil.copyfile(src, dest)
-                    refs.append(f"{image_dir.name}/{dest.name}")
-                images[paper.arxiv_id] = refs
+                # Relative to the post, so the post and its folder can move together.
+                exported = _export_images(paper, thumbs, image_dir)
+                images[paper.arxiv_id] = [f"{image_dir.name}/{dest.name}" for dest in exported]
             else:
                 images[paper.arxiv_id] = [str(p) for p in thumbs]
             progress.advance(task)

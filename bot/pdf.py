@@ -548,7 +548,8 @@ def _thumbnail_jpegs(pdf_path: Path, max_images: int) -> list[bytes]:
     return [encode_jpeg(img) for img in extract_figures(pdf_path, max_images)]
 
 
-def _cache_name(paper: Paper) -> str:
+def file_stem(paper: Paper) -> str:
+    """`hep-th/9901001` v2 -> `hep-th_9901001v2`: one file name per paper version."""
     return f"{paper.arxiv_id.replace('/', '_')}v{paper.version}"
 
 
@@ -599,10 +600,10 @@ class PdfService:
         )
 
     def pdf_path(self, paper: Paper) -> Path:
-        return self.cache_dir / "pdf" / f"{_cache_name(paper)}.pdf"
+        return self.cache_dir / "pdf" / f"{file_stem(paper)}.pdf"
 
     def image_dir(self, paper: Paper) -> Path:
-        return self.cache_dir / "img" / _cache_name(paper)
+        return self.cache_dir / "img" / file_stem(paper)
 
     async def _once(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
         """Run `make` once for concurrent callers with the same key; all of them get its result."""
