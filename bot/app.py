@@ -5,13 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.arxiv_source import ArxivSource
-from bot.config import Settings
+from bot.config import Settings, is_loopback_url
 from bot.pdf import PdfService
 from bot.ratelimit import RateLimiter
 from bot.store import Store
+from bot.summarize.base import ChatModel, Usage
 from bot.summarize.extractive import ExtractiveSummarizer
-from bot.summarize.gemini import GeminiSummarizer
+from bot.summarize.gemini import GeminiModel
+from bot.summarize.llm import LlmSummarizer
+from bot.summarize.openai_compat import OpenAIModel
 from bot.summarize.service import SummaryService
+
+# A /summary user waits for this: a dead endpoint falls back within about 2 minutes.
+LLM_TIMEOUT = 45.0
+# A model on one's own machine may take minutes for a paper's first pages; nobody's quota is at stake.
+LOCAL_LLM_TIMEOUT = 300.0
 
 
 @dataclass
@@ -36,19 +44,33 @@ async def build_components(settings: Settings) -> Components:
     arxiv = ArxivSource(settings.arxiv_api_url, settings.arxiv_rss_url, limiter)
     pdfs = PdfService(settings.cache_dir, limiter, max_bytes=settings.pdf_max_mb * 2**20)
     extractive = ExtractiveSummarizer()
-    primary = (
-        GeminiSummarizer(
-            settings.gemini_api_key,  # type: ignore[arg-type]  # use_gemini implies a key
-            settings.gemini_model,
-            base_url=settings.gemini_base_url,
-            # A /summary user waits for this: a dead endpoint falls back within about 2 minutes.
-            timeout=45.0,
-            attempts=3,
-        )
-        if settings.use_gemini
-        else extractive
-    )
+
+    async def on_usage(model_key: str, usage: Usage) -> None:
+        await store.record_llm_call(model_key, usage.input_tokens, usage.output_tokens)
+
+    model = chat_model(settings)
+    primary = LlmSummarizer(model, attempts=3, on_usage=on_usage) if model is not None else extractive
     summaries = SummaryService(
         store, primary, fallback=extractive, text_source=pdfs.first_pages_text
     )
     return Components(settings, store, limiter, arxiv, pdfs, summaries)
+
+
+def chat_model(settings: Settings) -> ChatModel | None:
+    """The LLM backend that `settings.backend` names (SPEC's SUMMARIZER and its `auto` rule); None: extractive."""
+    if settings.backend == "gemini":
+        return GeminiModel(
+            settings.gemini_api_key,  # type: ignore[arg-type]  # backend "gemini" implies a key
+            settings.gemini_model,
+            base_url=settings.gemini_base_url,
+            timeout=LLM_TIMEOUT,
+        )
+    if settings.backend == "openai":
+        url = settings.openai_endpoint
+        return OpenAIModel(
+            settings.openai_model,  # type: ignore[arg-type]  # the settings refuse "openai" without a model
+            base_url=url,
+            api_key=settings.openai_api_key,
+            timeout=LOCAL_LLM_TIMEOUT if is_loopback_url(url) else LLM_TIMEOUT,
+        )
+    return None

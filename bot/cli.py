@@ -61,7 +61,9 @@ def _settings() -> tuple[Settings, RedactingFilter]:
         raise Fail(str(exc), 2) from None
     secrets = [
         s.get_secret_value()
-        for s in (settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key)
+        for s in (
+            settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key, settings.openai_api_key
+        )
         if s is not None
     ]
     return settings, setup_logging(settings.log_level, secrets)
@@ -278,12 +280,24 @@ def status() -> None:
                 ("announcement", await store.get_meta("last_announcement") or "none seen yet"),
             ]
             lines = [f"{name + ':':<15} {value}" for name, value in rows]
+            lines += _llm_usage_lines(await store.llm_usage_since(datetime.now(UTC) - timedelta(hours=24)))
             failures = await store.recent_failures()
             lines.append("recent failures:" + ("" if failures else " none"))
             lines += [f"  {at} {kind}: {detail}" for at, kind, detail in failures]
             return "\n".join(lines)
 
     sys.stdout.write(_run(body) + "\n")
+
+
+def _llm_usage_lines(usage: list[Any]) -> list[str]:
+    """`status`'s block of LLM calls and tokens per model (a list of bot.store.usage.LlmUsage)."""
+    lines = ["LLM calls in the last 24 hours:" + ("" if usage else " none")]
+    lines += [
+        f"  {u.model}: {u.calls} call{'s' if u.calls != 1 else ''}, {u.input_tokens} input tokens, "
+        f"{u.output_tokens} output tokens"
+        for u in usage
+    ]
+    return lines
 
 
 @app.command()

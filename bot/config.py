@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # (a test server or a local mirror) may be polled faster.
 ARXIV_MIN_INTERVAL = 3.0
 
+# SPEC's default for OPENAI_BASE_URL; the field stays None when unset so `auto` can tell.
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -62,7 +65,11 @@ class Settings(BaseSettings):
     gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
     gemini_model: str = Field("gemini-2.5-flash", alias="GEMINI_MODEL")
     gemini_base_url: str | None = Field(None, alias="GEMINI_BASE_URL")
-    summarizer: Literal["auto", "gemini", "extractive"] = Field("auto", alias="SUMMARIZER")
+    summarizer: Literal["auto", "gemini", "openai", "extractive"] = Field("auto", alias="SUMMARIZER")
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    # None: unset (the default endpoint, see `openai_endpoint`); `auto` picks OpenAI only when it is set.
+    openai_base_url: str | None = Field(None, alias="OPENAI_BASE_URL")
+    openai_model: str | None = Field(None, alias="OPENAI_MODEL")
     arxiv_api_url: str = Field("https://export.arxiv.org/api/query", alias="ARXIV_API_URL")
     arxiv_rss_url: str = Field("https://rss.arxiv.org/rss", alias="ARXIV_RSS_URL")
     db_path: Path = Field(Path("data/paperbot.db"), alias="PAPERBOT_DB")
@@ -110,17 +117,19 @@ class Settings(BaseSettings):
         h, m = parse_hhmm(v)
         return f"{h:02d}:{m:02d}"
 
-    @field_validator("telegram_bot_token", "discord_bot_token", "gemini_api_key", mode="before")
+    @field_validator(
+        "telegram_bot_token", "discord_bot_token", "gemini_api_key", "openai_api_key", "openai_model", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("gemini_base_url", mode="before")
+    @field_validator("gemini_base_url", "openai_base_url", mode="before")
     @classmethod
     def _blank_url(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("telegram_api_base_url", "arxiv_api_url", "arxiv_rss_url", "gemini_base_url")
+    @field_validator("telegram_api_base_url", "arxiv_api_url", "arxiv_rss_url", "gemini_base_url", "openai_base_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is None:
@@ -138,17 +147,41 @@ class Settings(BaseSettings):
             self.arxiv_interval = ARXIV_MIN_INTERVAL
         if self.summarizer == "gemini" and self.gemini_api_key is None:
             raise ValueError("SUMMARIZER=gemini needs GEMINI_API_KEY")
+        if self.backend == "openai" and self.openai_model is None:
+            why = "SUMMARIZER=openai" if self.summarizer == "openai" else "OPENAI_API_KEY or OPENAI_BASE_URL is set"
+            raise ValueError(
+                f"OPENAI_MODEL is not set, and the OpenAI-compatible backend needs it ({why}); "
+                "set the model name, e.g. OPENAI_MODEL=gpt-4o-mini or OPENAI_MODEL=llama3.1"
+            )
         return self
 
     @property
+    def backend(self) -> Literal["gemini", "openai", "extractive"]:
+        """The summarizer in use; SPEC's `auto`: Gemini with a Gemini key, else OpenAI-compatible when
+        OPENAI_API_KEY or OPENAI_BASE_URL is set, else extractive."""
+        if self.summarizer != "auto":
+            return self.summarizer
+        if self.gemini_api_key is not None:
+            return "gemini"
+        if self.openai_api_key is not None or self.openai_base_url is not None:
+            return "openai"
+        return "extractive"
+
+    @property
     def use_gemini(self) -> bool:
-        return self.summarizer == "gemini" or (
-            self.summarizer == "auto" and self.gemini_api_key is not None
-        )
+        return self.backend == "gemini"
+
+    @property
+    def openai_endpoint(self) -> str:
+        return self.openai_base_url or OPENAI_DEFAULT_BASE_URL
 
     @property
     def model_name(self) -> str:
-        return f"gemini:{self.gemini_model}" if self.use_gemini else "extractive"
+        if self.backend == "gemini":
+            return f"gemini:{self.gemini_model}"
+        if self.backend == "openai":
+            return f"openai:{self.openai_model}"
+        return "extractive"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -130,6 +130,20 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        7,
+        "token usage of every LLM call, for `status`",
+        """
+        CREATE TABLE llm_calls (
+            id            INTEGER PRIMARY KEY,
+            at            TEXT NOT NULL,            -- ISO 8601 UTC
+            model         TEXT NOT NULL,            -- model_key, e.g. gemini:gemini-2.5-flash
+            input_tokens  INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL
+        );
+        CREATE INDEX llm_calls_at ON llm_calls(at);
+        """,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from string import Template
 from typing import Any, TypeVar
@@ -21,12 +21,15 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity import wait_exponential, wait_random
 
 from bot.models import Paper, SummaryContent
-from bot.summarize.base import ChatModel, Completion, SummarizerError, TransientLLMError
+from bot.summarize.base import ChatModel, Completion, SummarizerError, TransientLLMError, Usage
 from bot.summarize.languages import language_name
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Told of every completion a backend returned: (model_key such as "openai:gpt-4o-mini", its tokens).
+UsageHook = Callable[[str, Usage], Awaitable[None]]
 
 MAX_TEXT_CHARS = 60_000  # the first pages of a paper; more only costs tokens
 MAX_TAKEAWAYS = 8
@@ -143,15 +146,27 @@ class LlmSummarizer:
     Each attempt that raises TransientLLMError (rate limit, 5xx, timeout, a reply that breaks its
     schema) is retried with exponential backoff, waiting at least what the server asked for
     (capped at MAX_RETRY_AFTER); after `attempts` the call raises SummarizerError.
+
+    `on_usage`, when given, is awaited once per completion the backend returned, replies later
+    rejected by `parse` included (they cost tokens too); failed requests report nothing. Its
+    own failures are logged, never raised: bookkeeping must not cost a summary.
     """
 
     prompt_version = PROMPT_VERSION
 
-    def __init__(self, model: ChatModel, *, attempts: int = 4, backoff_base: float = 2.0) -> None:
+    def __init__(
+        self,
+        model: ChatModel,
+        *,
+        attempts: int = 4,
+        backoff_base: float = 2.0,
+        on_usage: UsageHook | None = None,
+    ) -> None:
         self.model = model
         self.model_key = model.model_key
         self.attempts = attempts
         self.backoff_base = backoff_base
+        self.on_usage = on_usage
 
     async def summarize(self, paper: Paper, language: str, full_text: str | None) -> SummaryContent:
         prompt = build_prompt(paper, language, full_text)
@@ -167,6 +182,7 @@ class LlmSummarizer:
 
         async def once() -> T:
             completion: Completion = await self.model.complete(prompt, schema)
+            await self._report_usage(completion.usage)
             return parse(completion.text)
 
         retrying = AsyncRetrying(
@@ -182,6 +198,14 @@ class LlmSummarizer:
             raise SummarizerError(
                 f"{self.model.vendor} gave no usable {what} in {self.attempts} attempts; last: {exc}"
             ) from None
+
+    async def _report_usage(self, usage: Usage) -> None:
+        if self.on_usage is None:
+            return
+        try:
+            await self.on_usage(self.model_key, usage)
+        except Exception as exc:
+            log.warning("could not record the token usage of %s: %s", self.model_key, exc)
 
     def _wait(self, state: RetryCallState) -> float:
         backoff = (wait_exponential(multiplier=self.backoff_base, max=60) + wait_random(0, self.backoff_base))(state)
