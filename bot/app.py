@@ -13,7 +13,6 @@ from bot.summarize.base import ChatModel, Usage
 from bot.summarize.extractive import ExtractiveSummarizer
 from bot.summarize.gemini import GeminiModel
 from bot.summarize.llm import LlmSummarizer
-from bot.summarize.openai_compat import OpenAIModel
 from bot.summarize.service import SummaryService
 
 # A /summary user waits for this: a dead endpoint falls back within about 2 minutes.
@@ -66,6 +65,9 @@ def chat_model(settings: Settings) -> ChatModel | None:
             timeout=LLM_TIMEOUT,
         )
     if settings.backend == "openai":
+        # Imported here: the openai package costs every other command's start-up for nothing.
+        from bot.summarize.openai_compat import OpenAIModel
+
         url = settings.openai_endpoint
         return OpenAIModel(
             settings.openai_model,  # type: ignore[arg-type]  # the settings refuse "openai" without a model

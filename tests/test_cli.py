@@ -138,3 +138,4 @@ def test_status_reports_counts(tmp_path: Path, fake_arxiv: FakeArxiv) -> None:
     assert result.returncode == 0, result.stderr
     assert "papers:         1" in result.stdout and "summaries:      1" in result.stdout
     assert "last poll:      never" in result.stdout
+    assert "LLM calls in the last 24 hours: none" in result.stdout

@@ -1,16 +1,17 @@
-"""Summarizers (Gemini, OpenAI-compatible servers, an offline extractive one) and the caching service."""
+"""Summarizers (Gemini, OpenAI-compatible servers in `openai_compat`, an offline extractive one), the cache service.
+
+`openai_compat` is not imported here: the openai package would slow every command's start-up.
+"""
 
 from bot.summarize.base import Summarizer, SummarizerError
 from bot.summarize.extractive import ExtractiveSummarizer
 from bot.summarize.gemini import GeminiSummarizer
 from bot.summarize.languages import language_name, normalize_language
-from bot.summarize.openai_compat import OpenAISummarizer
 from bot.summarize.service import SummaryService
 
 __all__ = [
     "ExtractiveSummarizer",
     "GeminiSummarizer",
-    "OpenAISummarizer",
     "Summarizer",
     "SummarizerError",
     "SummaryService",

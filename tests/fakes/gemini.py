@@ -12,7 +12,8 @@ Knobs: `script(*replies)` queues replies, consumed one per call; without one, `d
 (None: a valid summary built from the request, echoing its target language and title).
 `FakeGemini.error(status)`, `.text(raw)` and `.content(dict)` build replies; each may carry a
 `delay`. `expected_key` turns a wrong key into the API's 400. Records: `calls`, `bodies`,
-`prompts`, `keys`, `paths`, and `peak`, the most requests it was answering at once.
+`prompts`, `keys`, `paths`, `usage` (the promptTokenCount and candidatesTokenCount of every reply
+it sent), and `peak`, the most requests it was answering at once.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class FakeGemini:
         self.bodies: list[dict[str, Any]] = []
         self.keys: list[str | None] = []
         self.paths: list[str] = []
+        self.usage: list[tuple[int, int]] = []
         self.peak = 0
         self._in_flight = 0
         self._queue: deque[Reply] = deque()
@@ -160,6 +162,8 @@ class FakeGemini:
         if text is None:
             text = json.dumps(summary_for(_prompt_of(body)), ensure_ascii=False)
         prompt_tokens = len(json.dumps(body)) // 4
+        with self._lock:
+            self.usage.append((prompt_tokens, len(text) // 4))
         return web.json_response(
             {
                 "candidates": [
