@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -214,10 +215,29 @@ async def test_a_server_without_json_schema_gets_json_object_from_then_on(
     warnings = [r.getMessage() for r in caplog.records if "refuses response_format json_schema" in r.getMessage()]
     assert len(warnings) == 1 and "json_object" in warnings[0]
 
+    # Requests that were already on their way with json_schema when the first refusal came are answered too.
+    fresh = make()
+    fake.default = FakeOpenAI.valid(delay=0.1)
+    results = await asyncio.gather(*(fresh.summarize(PAPER, lang, None) for lang in ("es", "it", "ja")))
+    assert [r.summary[:4] for r in results] == ["[Spa", "[Ita", "[Jap"]
+    assert sorted(b["response_format"]["type"] for b in fake.bodies[3:]) == ["json_object"] * 3 + ["json_schema"] * 3
+    assert sum("refuses response_format" in r.getMessage() for r in caplog.records) == 2  # once per model object
+    fake.default = None
+
     # Its replies are checked and retried like any other.
+    before = fake.calls
     fake.script(FakeOpenAI.content({**GOOD, "method": []}))
     content = await summarizer.summarize(PAPER, "de", None)
-    assert fake.calls == 5 and content.summary.startswith("[German]")
+    assert fake.calls == before + 2 and content.summary.startswith("[German]")
+
+
+async def test_a_model_without_temperature_is_asked_without_it(fake: FakeOpenAI, make, caplog) -> None:
+    fake.default_temperature_only = {"o4-mini"}
+    summarizer = make("o4-mini")
+    await summarizer.summarize(PAPER, "en", None)
+    await summarizer.summarize(PAPER, "de", None)
+    assert [b.get("temperature") for b in fake.bodies] == [0.3, None, None]
+    assert sum("takes no temperature" in r.getMessage() for r in caplog.records) == 1
 
 
 async def test_refusals_are_not_retried_and_say_why(fake: FakeOpenAI, make) -> None:

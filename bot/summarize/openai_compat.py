@@ -73,6 +73,12 @@ def refuses_json_schema(exc: openai.APIStatusError) -> bool:
     return "response_format" in text or "json_schema" in text
 
 
+def _names_param(exc: openai.APIStatusError, param: str) -> bool:
+    """A 400 about one request parameter: OpenAI names it in `param`, other servers in the message."""
+    named = getattr(exc, "param", None)
+    return named == param if named else f"'{param}'" in str(exc.message)
+
+
 def retry_after(headers: httpx.Headers | None, *, now: float | None = None) -> float | None:
     """Seconds the server asked us to wait: `retry-after-ms` (OpenAI), else `Retry-After` (seconds or
     an HTTP date, RFC 9110 10.2.3); None when neither is there or readable."""
@@ -110,7 +116,7 @@ class OpenAIModel:
         base_url: str,
         api_key: SecretStr | None = None,
         timeout: float = 90.0,
-        temperature: float = 0.3,
+        temperature: float | None = 0.3,
     ) -> None:
         self.model = model
         self.model_key = f"openai:{model}"
@@ -152,26 +158,39 @@ class OpenAIModel:
         return self._completion(response)
 
     async def _ask(self, prompt: str, schema: type[BaseModel]) -> Any:
-        """One request; a server's refusal of `json_schema` is answered at once with `json_object`."""
-        if self._json_schema:
+        """One request. A server that refuses `json_schema`, or a model that takes no `temperature`
+        (OpenAI's reasoning models accept only the default), is asked again at once without it,
+        and never again with it (concurrent requests may each learn it; it is logged once)."""
+        while True:
+            json_schema, temperature = self._json_schema, self.temperature
             try:
-                return await self._create(prompt, response_format_for(schema))
+                if json_schema:
+                    return await self._create(prompt, response_format_for(schema), temperature)
+                return await self._create(json_object_prompt(prompt, schema), {"type": "json_object"}, temperature)
             except openai.BadRequestError as exc:
-                if not refuses_json_schema(exc):
+                if temperature is not None and _names_param(exc, "temperature"):
+                    if self.temperature is not None:
+                        self.temperature = None
+                        log.warning(
+                            "%s at %s takes no temperature for %s (%s); using the model's default from now on",
+                            self.vendor, self._host, self.model, self._detail(exc),
+                        )
+                elif json_schema and refuses_json_schema(exc):
+                    if self._json_schema:
+                        self._json_schema = False
+                        log.warning(
+                            "%s at %s refuses response_format json_schema (%s); using json_object with the "
+                            "schema in the prompt from now on", self.vendor, self._host, self._detail(exc),
+                        )
+                else:
                     raise
-                self._json_schema = False
-                log.warning(
-                    "%s at %s refuses response_format json_schema (%s); using json_object with the schema "
-                    "in the prompt from now on", self.vendor, self._host, self._detail(exc),
-                )
-        return await self._create(json_object_prompt(prompt, schema), {"type": "json_object"})
 
-    async def _create(self, prompt: str, response_format: dict[str, Any]) -> Any:
+    async def _create(self, prompt: str, response_format: dict[str, Any], temperature: float | None) -> Any:
         return await self._client.chat.completions.create(
             model=self.model,
             messages=[{"role": "user", "content": prompt}],
             response_format=response_format,  # type: ignore[arg-type]
-            temperature=self.temperature,
+            temperature=openai.omit if temperature is None else temperature,
             extra_headers=self._headers,
         )
 

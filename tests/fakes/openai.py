@@ -9,7 +9,8 @@ JSON body of `model`, `messages`, `response_format` and `temperature`, and the k
 
 Like OpenAI, `json_object` mode needs the word "json" in the messages (else a 400). `refuse_json_schema`
 makes it a server without structured outputs: a `json_schema` response_format gets the 400 OpenAI
-sends for models without it. `models` (when set) are the only ones it knows: others get a 404.
+sends for models without it; models in `default_temperature_only` refuse a `temperature` as OpenAI's
+reasoning models do. `models` (when set) are the only ones it knows: others get a 404.
 `expected_key` turns another key, or none, into a 401.
 
 Knobs: `script(*replies)` queues replies, consumed one per call; without one, `default` answers
@@ -76,6 +77,7 @@ class FakeOpenAI:
         self.expected_key: str | None = None
         self.models: set[str] | None = None
         self.refuse_json_schema = False
+        self.default_temperature_only: set[str] = set()  # models that, like OpenAI's o-series, take no temperature
         self.bodies: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
         self.paths: list[str] = []
@@ -181,6 +183,12 @@ class FakeOpenAI:
             return _error(401)
         if self.models is not None and body.get("model") not in self.models:
             return _error(404, f"The model `{body.get('model')}` does not exist or you do not have access to it.")
+        temperature = body.get("temperature")
+        if body.get("model") in self.default_temperature_only and temperature not in (None, 1):
+            return Reply(400, error={
+                "message": f"Unsupported value: 'temperature' does not support {temperature} with this model. "
+                           "Only the default (1) value is supported.",
+                "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"})
         if fmt.get("type") == "json_schema" and self.refuse_json_schema:
             return _error(400, REFUSE_JSON_SCHEMA, param="response_format")
         if fmt.get("type") == "json_object" and "json" not in prompt.lower():
