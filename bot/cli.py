@@ -261,7 +261,7 @@ def push(
 
 @app.command()
 def status() -> None:
-    """Chats, subscriptions, papers, summaries, pending deliveries, last poll, recent failures."""
+    """Chats, subscriptions, papers, summaries, pending deliveries, last poll, LLM usage, recent failures."""
 
     async def body(settings: Settings) -> str:
         from bot.store import Store

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,10 +33,11 @@ from bot.config import is_loopback_url
 from bot.summarize.base import Completion, SummarizerError, TransientLLMError, Usage
 from bot.summarize.llm import LlmSummarizer, UsageHook
 
+_strict_schema: Callable[[type[BaseModel]], dict[str, Any]] | None
 try:  # the SDK's schema transform for strict structured outputs (used by its own `parse()`)
-    from openai.lib._pydantic import to_strict_json_schema
+    from openai.lib._pydantic import to_strict_json_schema as _strict_schema
 except ImportError:  # pragma: no cover - a future SDK that moved it: non-strict mode with the plain schema
-    to_strict_json_schema = None
+    _strict_schema = None
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,10 @@ _RETRY_STATUS = frozenset({408, 409, 429})  # timeout, conflict (OpenAI: "retry"
 
 def response_format_for(schema: type[BaseModel]) -> dict[str, Any]:
     """The `json_schema` response_format for a pydantic model, strict when the SDK can make it so."""
-    if to_strict_json_schema is not None:
+    if _strict_schema is not None:
         return {
             "type": "json_schema",
-            "json_schema": {"name": schema.__name__, "schema": to_strict_json_schema(schema), "strict": True},
+            "json_schema": {"name": schema.__name__, "schema": _strict_schema(schema), "strict": True},
         }
     return {
         "type": "json_schema",
@@ -186,10 +188,10 @@ class OpenAIModel:
                     raise
 
     async def _create(self, prompt: str, response_format: dict[str, Any], temperature: float | None) -> Any:
-        return await self._client.chat.completions.create(
+        return await self._client.chat.completions.create(  # type: ignore[call-overload]
             model=self.model,
             messages=[{"role": "user", "content": prompt}],
-            response_format=response_format,  # type: ignore[arg-type]
+            response_format=response_format,
             temperature=openai.omit if temperature is None else temperature,
             extra_headers=self._headers,
         )
