@@ -6,9 +6,10 @@ from bot.store.base import StoreBase
 from bot.store.chats import ChatStore
 from bot.store.feed import FeedStore
 from bot.store.papers import PaperStore
+from bot.store.posts import PostStore
 
 
-class Store(FeedStore, PaperStore, ChatStore, StoreBase):
+class Store(FeedStore, PaperStore, PostStore, ChatStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 
