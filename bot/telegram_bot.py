@@ -425,7 +425,11 @@ class TelegramBot:
             await remember_post(self.c.store, r.to.chat_id, ids, result.summary)
 
     async def cmd_ask(self, bot: Bot, r: Request) -> None:
-        id_text, question = self.service.parse_ask(r.arg)
+        try:
+            id_text, question = self.service.parse_ask(r.arg)
+        except UserError as exc:
+            await reply_html(bot, r.message, split_html(error_html(str(exc))))
+            return
         await self._answer(bot, r.message, r.chat, id_text, question, r.user_key)
 
     async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
