@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
@@ -54,29 +55,42 @@ def normalize(text: str) -> str:
 class PaperText:
     """The paper's text, normalised once for every quote checked against it.
 
-    `pages[0]` is the title and abstract (page None: not from the PDF); `pages[n]` is the PDF's page n.
+    `joined` is the title and abstract, then each PDF page, normalised and joined by single
+    spaces (a quote may run across a page break); `starts[i]` is where part i begins in it and
+    `pages[i]` its PDF page (None for the title and abstract).
     """
 
-    pages: tuple[tuple[int | None, str], ...]
+    joined: str
+    starts: tuple[int, ...]
+    pages: tuple[int | None, ...]
     raw: str  # all of it, un-normalised, for the numbers check
 
     @classmethod
     def of(cls, paper: Paper, full_text: str | None) -> PaperText:
         head = f"{paper.title}\n{paper.abstract}"
-        pages: list[tuple[int | None, str]] = [(None, normalize(head))]
+        parts: list[tuple[int | None, str]] = [(None, normalize(head))]
         pdf_pages = full_text.split(PAGE_BREAK) if full_text and full_text.strip() else []
-        pages += [(n, normalize(t)) for n, t in enumerate(pdf_pages, 1) if t.strip()]
-        return cls(tuple(pages), head + "\n" + "\n".join(pdf_pages))
+        parts += [(n, normalize(t)) for n, t in enumerate(pdf_pages, 1) if t.strip()]
+        starts, offset = [], 0
+        for _, text in parts:
+            starts.append(offset)
+            offset += len(text) + 1
+        joined = " ".join(text for _, text in parts)
+        return cls(joined, tuple(starts), tuple(p for p, _ in parts), head + "\n" + "\n".join(pdf_pages))
 
     @property
     def has_pdf_text(self) -> bool:
         return len(self.pages) > 1
 
+    def page_at(self, index: int) -> int | None:
+        """The PDF page of the character at `index` of `joined` (None: the title and abstract)."""
+        return self.pages[bisect_right(self.starts, index) - 1]
+
 
 @dataclass(frozen=True, slots=True)
 class QuoteMatch:
-    score: float  # best partial_ratio over the pages, 0-100
-    page: int | None  # the PDF page of the best match; None for the abstract or no match
+    score: float  # best partial_ratio, 0-100
+    page: int | None  # the PDF page where the match starts; None for the abstract or no match
     found: bool
 
 
@@ -86,21 +100,18 @@ def find_quote(quote: str, text: PaperText, threshold: float = MATCH_THRESHOLD) 
     A quote shorter than MIN_QUOTE_WORDS words is never `found`; its score is still reported.
     """
     needle = normalize(quote).strip(" .\"'")
-    if not needle:
+    if not needle or not text.joined:
         return QuoteMatch(0.0, None, False)
     long_enough = len(needle.split()) >= MIN_QUOTE_WORDS
-    for page, hay in text.pages:
-        if needle in hay:
-            return QuoteMatch(100.0, page, long_enough)
-    best = QuoteMatch(0.0, None, False)
-    for page, hay in text.pages:
-        if not hay:
-            continue
-        # partial_ratio: the best alignment of the quote with a stretch of the page as long as it.
-        score = fuzz.partial_ratio(needle, hay, score_cutoff=best.score)
-        if score > best.score:
-            best = QuoteMatch(score, page, long_enough and score >= threshold)
-    return best if best.found else QuoteMatch(best.score, None, False)
+    at = text.joined.find(needle)
+    if at >= 0:
+        return QuoteMatch(100.0, text.page_at(at), long_enough)
+    # partial_ratio: the best alignment of the quote with a stretch of the text as long as it.
+    m = fuzz.partial_ratio_alignment(needle, text.joined)
+    if m is None:
+        return QuoteMatch(0.0, None, False)
+    found = long_enough and m.score >= threshold
+    return QuoteMatch(m.score, text.page_at(m.dest_start) if found else None, found)
 
 
 def verify_quotes(quotes: Sequence[str | None], text: PaperText) -> list[Evidence]:

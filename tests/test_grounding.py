@@ -6,6 +6,8 @@ project's own code: hand-made faithful summaries pass, every kind of corruption 
 
 from __future__ import annotations
 
+import random
+import statistics
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -16,6 +18,7 @@ import pytest
 from bot.grounding import MATCH_THRESHOLD, PaperText, find_quote, ground, normalize, unsupported_numbers
 from bot.models import Evidence, Paper, Summary, SummaryContent, content_from_dict, content_to_dict
 from bot.pdf import extract_text
+from bot.summarize.extractive import split_sentences
 
 PDFS = Path(__file__).parent / "fixtures" / "pdf"
 BUDGET = 6000 * 4  # what PdfService.first_pages_text reads by default
@@ -310,5 +313,67 @@ def scores_table() -> str:
     return "\n".join(rows) + f"\n\nThreshold: {MATCH_THRESHOLD:.0f}."
 
 
+def perturbed_quotes(seed: int = 1, per_paper: int = 60) -> dict[str, list[float]]:
+    """Best scores of sentences of each fixture paper as quotes of it: verbatim, with words replaced
+    or dropped, and sentences of the other paper. The evidence for MATCH_THRESHOLD."""
+    rng = random.Random(seed)
+    papers = [(TABLEFORMER, tableformer_text()), (BETHE, bethe_text())]
+
+    def sentences(t: str) -> list[str]:
+        return [s for s in split_sentences(t.replace("\f", " ")) if 8 <= len(s.split()) <= 50]
+
+    scores: dict[str, list[float]] = {}
+    for i, (paper, raw) in enumerate(papers):
+        text = PaperText.of(paper, raw)
+        own, other = sentences(raw), sentences(papers[1 - i][1])
+        sample = rng.sample(own, min(per_paper, len(own)))
+        vocab = [w for s in own for w in s.split()]
+
+        def replaced(s: str, k: int) -> str:
+            words = s.split()
+            for j in rng.sample(range(len(words)), k):
+                words[j] = rng.choice(vocab)
+            return " ".join(words)
+
+        def dropped(s: str) -> str:
+            words = s.split()
+            del words[rng.randrange(len(words))]
+            return " ".join(words)
+
+        cases = {
+            "verbatim sentence": sample,
+            "1 word replaced": [replaced(s, 1) for s in sample],
+            "1 word dropped": [dropped(s) for s in sample],
+            "3 words replaced": [replaced(s, 3) for s in sample],
+            "a quarter of the words replaced": [replaced(s, max(1, len(s.split()) // 4)) for s in sample],
+            "sentence of the other paper": rng.sample(other, min(per_paper, len(other))),
+        }
+        for name, quotes in cases.items():
+            scores.setdefault(name, []).extend(find_quote(q, text).score for q in quotes)
+    return scores
+
+
+def test_threshold_separates_quotes_from_rewrites_and_other_papers() -> None:
+    scores = perturbed_quotes()
+
+    def found(name: str) -> float:
+        return sum(s >= MATCH_THRESHOLD for s in scores[name]) / len(scores[name])
+
+    assert found("verbatim sentence") == 1.0
+    assert found("1 word replaced") >= 0.9 and found("1 word dropped") >= 0.9
+    assert found("a quarter of the words replaced") <= 0.05
+    assert max(scores["sentence of the other paper"]) < 75
+
+
+def perturbation_table() -> str:
+    rows = ["| quote | n | min | median | max | found (>= threshold) |", "|---|---|---|---|---|---|"]
+    for name, s in perturbed_quotes().items():
+        share = sum(x >= MATCH_THRESHOLD for x in s) / len(s)
+        rows.append(f"| {name} | {len(s)} | {min(s):.0f} | {statistics.median(s):.0f} | {max(s):.0f} | {share:.0%} |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     print(scores_table())
+    print()
+    print(perturbation_table())
