@@ -265,3 +265,19 @@ async def test_discord_ask_answers_the_command_with_a_verified_quote_cached(
             assert error.content.startswith("Ask a question about the paper, e.g. /ask 2405.01872")
     finally:
         await c.aclose()
+
+
+async def test_a_paper_without_pdf_text_is_answered_from_its_abstract_and_says_so(
+    gbot: Bot, fake_arxiv: Any, fake_gemini: FakeGemini
+) -> None:
+    from datetime import UTC, datetime
+
+    fake_arxiv.add_paper("2406.00001", title="A paper with no PDF yet", published=datetime(2024, 6, 1, tzinfo=UTC),
+                         abstract="We study rainbows in detail here. Rainbows appear after rain when the sun is low.")
+    chat = gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, "/ask 2406.00001 When do rainbows appear?", ALICE)
+    [reply] = await reply_to(gbot, qid, chat)
+    text = parse_html(reply.params["text"])
+    assert "The paper's full text is not available yet; this rests on its title and abstract only." in text
+    assert "“A paper with no PDF yet." in text or "(abstract)" in text
+    assert "not found in the paper" not in text

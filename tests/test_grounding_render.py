@@ -179,3 +179,27 @@ async def test_discord_embed_names_the_topic_with_bold_terms(components: Compone
     embed = paper_embed(summary, [MatchReason(7, "cat:cs.CV AND ti:`diffusion`", ("cat:cs.CV", "ti:diffusion"))])
     [field] = [f for f in embed["fields"] if f["name"] == "Matched topic"]
     assert field["value"] == "🔎 #7 `cat:cs.CV AND ti:'diffusion'` — **cat:cs.CV**, **ti:diffusion**"
+
+
+def test_sources_and_marks_are_escaped_and_within_limits() -> None:
+    from bot.models import Evidence
+    from bot.render.discord import breakdown_chunks
+    from bot.render.telegram import breakdown_messages
+    from tests.test_render import make_summary
+
+    hostile = "<b>bold</b> & <script>x</script> " + "long passage " * 400
+    summary = make_summary(
+        key_takeaways=["Uses <priors> & 12.5% more.", "Second.", "Third."],
+        evidence=[Evidence(hostile, True, 3), Evidence("<i>made up</i> & more words here", False), Evidence(None, False)],
+        unsupported_numbers=["12.5%"],
+    )
+    card = parse_html(card_html(summary))
+    assert "• Uses <priors> & 12.5%⚠ more." in card  # verified quote: no notice; its number is marked
+    assert "• Second. ⚠ not found in the paper" in card and "• Third. ⚠ not found in the paper" in card
+    pieces = breakdown_messages(summary)
+    text = "\n".join(parse_html(p) for p in pieces)  # each piece parses as Telegram HTML
+    assert all(len(p) <= 4096 for p in pieces) and len(pieces) > 1
+    assert "“<b>bold</b> & <script>x</script> long passage" in text and "(p. 3)" in text
+    assert "(2) ⚠ not found in the paper: “<i>made up</i> & more words here”" in text
+    assert "(3) ⚠ not found in the paper: no passage given" in text
+    assert all(len(c) <= 2000 for c in breakdown_chunks(summary))
