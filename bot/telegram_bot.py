@@ -404,7 +404,8 @@ class TelegramBot:
             return
         await say(bot, r.to, digest_header_html("Today's papers", day, len(summaries)))
         for s in summaries:
-            await remember_post(self.c.store, r.to.chat_id, await send_paper(bot, r.to, s, [Path(p) for p in s.images]), s)
+            ids = await send_paper(bot, r.to, s, [Path(p) for p in s.images])
+            await remember_post(self.c.store, r.to.chat_id, ids, s)
 
     async def cmd_summary(self, bot: Bot, r: Request) -> None:
         id_text = r.arg.strip()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bot.ask import Answer
 from bot.render.card import clip, one_line
 from bot.render.labels import Labels, labels_for
+
+if TYPE_CHECKING:  # the renderers only read an Answer; bot.ask brings in the retrieval stack
+    from bot.ask import Answer
 
 
 @dataclass(frozen=True, slots=True)

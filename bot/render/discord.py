@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from discord.utils import escape_markdown, escape_mentions
 
-from bot.ask import Answer
 from bot.models import MatchReason, Summary
 from bot.render.answer import answer_view
 from bot.render.card import PaperCard, Token, breakdown_sections, build_card, clip, split_tokens, utf16_len
+
+if TYPE_CHECKING:  # the renderers only read an Answer; bot.ask brings in the retrieval stack
+    from bot.ask import Answer
 
 MESSAGE_LIMIT = 2000
 TITLE_LIMIT = 256

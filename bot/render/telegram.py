@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import date
 from html import escape, unescape
+from typing import TYPE_CHECKING
 
-from bot.ask import Answer
 from bot.models import MatchReason, Paper, Summary
 from bot.render.answer import answer_view
 from bot.render.card import (
@@ -28,6 +28,9 @@ from bot.render.card import (
     utf16_len,
 )
 from bot.render.labels import labels_for
+
+if TYPE_CHECKING:  # the renderers only read an Answer; bot.ask brings in the retrieval stack
+    from bot.ask import Answer
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
