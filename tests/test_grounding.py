@@ -373,7 +373,22 @@ def perturbation_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":
+@pytest.mark.parametrize(("paper", "name"), [(TABLEFORMER, "2203.00274v2_tableformer.pdf"), (BETHE, "1111.2011v2.pdf")])
+def test_extractive_takeaways_are_their_own_verified_quotes(paper: Paper, name: str) -> None:
+    from bot.summarize.extractive import ExtractiveSummarizer
+
+    text = pdf_text(name)
+    content = ground(ExtractiveSummarizer().summarize_sync(paper, text), paper, text)
+    assert [e.quote for e in content.evidence_for_takeaways()] == content.key_takeaways
+    assert all(e.verified for e in content.evidence_for_takeaways())
+    assert content.unsupported_numbers == []
+
+
+def _main() -> None:
     print(scores_table())
     print()
     print(perturbation_table())
+
+
+if __name__ == "__main__":
+    _main()
