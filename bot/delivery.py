@@ -23,6 +23,7 @@ from bot.app import Components
 from bot.config import Settings, parse_hhmm
 from bot.models import Chat, Delivery, Paper, Platform, Summary
 from bot.sender import ChatGone, ChatMoved, Sender
+from bot.why import match_reasons
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +226,14 @@ async def _deliver(c: Components, sender: Sender, chat: Chat, day: date, report:
         except Exception as exc:  # noqa: BLE001 - one chat's trouble must not stop the others
             await _failed(c, target.chat, "header", exc, report)
             return
+    topics = await store.list_topics(chat.id)
     try:
         for row in full:
 
-            async def post(ch: Chat, paper: Paper = papers[row.arxiv_id]) -> None:
+            async def post(ch: Chat, paper: Paper = papers[row.arxiv_id], queries: str = row.topic_query) -> None:
                 summary, images = await _prepared(c, paper, ch.language)
-                await sender.send_paper(ch, summary, images)
+                why = match_reasons(paper, sorted(queries.split("\n")), topics)
+                await sender.send_paper(ch, summary, images, why=why)
 
             report.papers += await _send(c, target, [row], post, report)
         if rest:
@@ -340,7 +343,7 @@ async def _default_senders(settings: Settings, c: Components) -> AsyncIterator[d
                 request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
             )
             await stack.enter_async_context(bot)
-            senders[Platform.TELEGRAM] = TelegramSender(bot)
+            senders[Platform.TELEGRAM] = TelegramSender(bot, c.store)
         if settings.discord_bot_token is not None:
             from bot.discord_bot import rest_sender
 

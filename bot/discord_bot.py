@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +21,9 @@ from discord import app_commands
 from discord.utils import escape_markdown
 
 from bot.app import Components
-from bot.models import Chat, ChatKind, Paper, Platform, Summary
+from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip, one_line
-from bot.render.discord import breakdown_chunks, paper_embed, split_text
+from bot.render.discord import answer_chunks, breakdown_chunks, paper_embed, split_text
 from bot.render.labels import labels_for
 from bot.sender import ChatGone
 from bot.service import HELP_TEXT, Service, UserError
@@ -116,11 +116,12 @@ async def registered_chat(interaction: discord.Interaction) -> Chat:
 # --- paper messages (shared by /summary, /digest and the push) ---------------------------
 
 
-def paper_message(summary: Summary, images: list[Path]) -> dict[str, Any]:
-    """Keyword arguments for `send`: the embed, up to four thumbnails and the buttons."""
+def paper_message(summary: Summary, images: list[Path], why: Sequence[MatchReason] = ()) -> dict[str, Any]:
+    """Keyword arguments for `send`: the embed (with `why` it matched, when pushed), up to four
+    thumbnails and the buttons."""
     usable = [p for p in images if p.is_file() and p.stat().st_size <= MAX_FILE_BYTES][:MAX_FILES]
     files = [discord.File(p, filename=f"figure{i}{p.suffix.lower()}") for i, p in enumerate(usable, 1)]
-    embed = paper_embed(summary)
+    embed = paper_embed(summary, why)
     if files and "image" not in embed:
         # The first figure shows inside the embed; the others below it.
         embed["image"] = {"url": f"attachment://{files[0].filename}"}
@@ -275,9 +276,25 @@ async def digest_command(interaction: discord.Interaction) -> None:
         await interaction.followup.send(**paper_message(s, [Path(p) for p in s.images]))
 
 
+@app_commands.command(name="ask", description="Ask one arXiv paper a question; the answer quotes the paper")
+@app_commands.rename(paper_id="id")
+@app_commands.describe(
+    paper_id="2405.01872, arXiv:2405.01872v2, an arxiv.org link or hep-th/9901001",
+    question="e.g. Which datasets do they evaluate on?",
+)
+async def ask_command(interaction: discord.Interaction, paper_id: str, question: str) -> None:
+    await interaction.response.defer(thinking=True)
+    bot = bot_of(interaction)
+    chat = await registered_chat(interaction)
+    answer = await bot.service.ask(paper_id, question, chat.language, user_key=f"discord:{interaction.user.id}")
+    # The first followup replaces the "thinking…" reply to the command; the rest follow it.
+    for chunk in answer_chunks(answer):
+        await interaction.followup.send(chunk)
+
+
 COMMANDS: list[app_commands.Command[Any, Any, Any]] = [
     start_command, help_command, subscribe_command, unsubscribe_command, topics_command,
-    summary_command, settings_command, digest_command,
+    summary_command, settings_command, digest_command, ask_command,
 ]
 
 
@@ -310,8 +327,10 @@ class DiscordSender:
     async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
         await self._send(chat, content=header_text(title, day, count))
 
-    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
-        await self._send(chat, **paper_message(summary, images))
+    async def send_paper(
+        self, chat: Chat, summary: Summary, images: list[Path], why: Sequence[MatchReason] | None = None
+    ) -> None:
+        await self._send(chat, **paper_message(summary, images, why or ()))
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
         text = labels_for(chat.language).more_papers + "\n" + "\n".join(f"• {paper_line(p)}" for p in papers)

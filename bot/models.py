@@ -36,6 +36,22 @@ class Paper:
         return self.categories[0] if self.categories else ""
 
 
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The passage of the paper a key takeaway rests on, and whether it was found there.
+
+    `quote` is None when the summarizer gave none; `page` is the PDF page (1-based) the passage
+    was found on, None when it was found in the title or abstract, or not found.
+    """
+
+    quote: str | None
+    verified: bool
+    page: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"quote": self.quote, "verified": self.verified, "page": self.page}
+
+
 @dataclass(slots=True)
 class SummaryContent:
     """What a summarizer writes about a paper, in one language."""
@@ -51,6 +67,29 @@ class SummaryContent:
     conclusion: str
     affiliations: list[str] = field(default_factory=list)
     code_url: str | None = None
+    # Grounding (bot.grounding): one Evidence per key takeaway, and the numbers of `summary`,
+    # `key_takeaways` and `results` that the paper's text does not hold. None: never checked
+    # (a summary stored before grounding existed), which renders as unverified.
+    evidence: list[Evidence] | None = None
+    unsupported_numbers: list[str] | None = None
+
+    def evidence_for_takeaways(self) -> list[Evidence]:
+        """One Evidence per key takeaway, in order; unverified where none was checked."""
+        have = list(self.evidence or [])[: len(self.key_takeaways)]
+        return have + [Evidence(None, False)] * (len(self.key_takeaways) - len(have))
+
+
+@dataclass(frozen=True, slots=True)
+class MatchReason:
+    """Why a pushed paper reached a chat: the chat's topic (`#id` and query) and the words that matched.
+
+    `terms` are the query's terms that hold for the paper, as "field:text" ("ti:diffusion",
+    "cat:cs.CV"); `topic_id` is None when the topic was removed since it matched.
+    """
+
+    topic_id: int | None
+    query: str
+    terms: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -97,11 +136,26 @@ class Summary:
             "generated_by": self.generated_by,
             "full_text_used": self.full_text_used,
             "images": list(self.images),
+            "evidence": [e.to_json() for e in c.evidence_for_takeaways()],
+            "unsupported_numbers": list(c.unsupported_numbers or []),
         }
 
 
+def evidence_from_json(items: Any) -> list[Evidence] | None:
+    if not isinstance(items, list):
+        return None
+    return [
+        Evidence(i.get("quote"), bool(i.get("verified")), i.get("page")) if isinstance(i, dict) else Evidence(None, False)
+        for i in items
+    ]
+
+
 def content_from_dict(d: dict[str, Any]) -> SummaryContent:
-    return SummaryContent(**{k: d[k] for k in SummaryContent.__dataclass_fields__ if k in d})
+    """From stored JSON; a summary stored before grounding existed loads with evidence None."""
+    values = {k: d[k] for k in SummaryContent.__dataclass_fields__ if k in d}
+    if "evidence" in values:
+        values["evidence"] = evidence_from_json(values["evidence"])
+    return SummaryContent(**values)
 
 
 def content_to_dict(c: SummaryContent) -> dict[str, Any]:

@@ -450,7 +450,8 @@ def _pad_aspect(img: Image.Image, limit: float) -> Image.Image:
 
 
 def extract_text(pdf_path: Path, max_chars: int) -> str:
-    """The text of the first pages up to the references, cleaned and cut to `max_chars`.
+    """The text of the first pages up to the references, cleaned and cut to `max_chars`, each page
+    after the first starting after a PAGE_BREAK ("\f").
 
     Raises PdfError when the file cannot be read at all.
     """
@@ -496,6 +497,8 @@ def _clean(pages: list[list[str]], max_chars: int) -> str:
 
     lines: list[str] = []
     for page in pages:
+        if lines:
+            lines.append(PAGE_BREAK)  # _finish turns it into the "\f" that tells pages apart
         for i, line in enumerate(page):
             at_edge = i < _EDGE_LINES or i >= len(page) - _EDGE_LINES
             if (at_edge and _PAGE_NUMBER.match(line)) or _norm(line) in repeated:
@@ -514,6 +517,9 @@ def _tidy(line: str) -> str:
     return re.sub(r"[^\S\n]+", " ", kept).strip()
 
 
+PAGE_BREAK = "\f"  # between the pages of extract_text's result: page N is text.split(PAGE_BREAK)[N - 1]
+
+
 def _finish(lines: list[str], max_chars: int) -> str:
     """Join hard-wrapped lines into paragraphs, mend words split across lines, cut at a word boundary."""
     if not lines:
@@ -521,16 +527,26 @@ def _finish(lines: list[str], max_chars: int) -> str:
     long_lines = [len(ln) for ln in lines if len(ln) > 20]
     typical = statistics.median(long_lines) if long_lines else 60
     out: list[str] = [lines[0]]
-    for prev_line, line in zip(lines, lines[1:]):
+    prev_line, new_page = lines[0], False
+    for line in lines[1:]:
+        if line == PAGE_BREAK:
+            new_page = True
+            continue
         prev = out[-1]
+        # A page's text starts after a "\f" (whitespace to every reader of the text); a word mended
+        # across pages stays whole, and the break goes in at the next line.
+        sep = PAGE_BREAK if new_page else ""
         if prev.endswith("-") and len(prev) > 1 and prev[-2].isalpha() and line[0].islower():
             out[-1] = prev[:-1] + line
         elif prev.endswith(("-", _SOFT_HYPHEN)):
             out[-1] = prev + line
         elif len(prev_line) < 0.6 * typical:
-            out.append(line)  # a short line ends a paragraph or is a heading
+            out.append(sep + line)  # a short line ends a paragraph or is a heading
+            new_page = False
         else:
-            out[-1] = prev + " " + line
+            out[-1] = prev + (sep or " ") + line
+            new_page = False
+        prev_line = line
     text = "\n".join(out)
     # PDFium marks a hyphen at a line end, and sometimes joins the two lines itself.
     text = re.sub(rf"(?<=[^\W\d_]){_SOFT_HYPHEN}(?=[a-z])", "", text).replace(_SOFT_HYPHEN, "-")

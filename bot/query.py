@@ -692,3 +692,36 @@ class TopicMatcher:
             if preds[g](d):
                 found.update(ids[g])
         return found
+
+
+# ------------------------------------------------------------------------------- why it matched
+
+
+def matched_terms(node: Node, doc: MatchDoc) -> list[str]:
+    """The query's terms that hold for the paper and make it match, as written in the normalized
+    query (`ti:diffusion`, `cat:cs.CV`, `au:"geoffrey hinton"`), each once, in query order.
+
+    Terms under an ANDNOT's right side never count (they held *against* the paper), nor does an
+    OR branch that does not hold. Empty when the query does not match the paper at all.
+    """
+    d = _cached_doc(doc)
+    if not _holds(node, d):
+        return []
+    out: list[str] = []
+
+    def walk(n: Node) -> None:
+        if isinstance(n, Term):
+            if _holds(n, d):
+                source = _term_source(n)
+                if source not in out:
+                    out.append(source)
+            return
+        if isinstance(n, AndNot):
+            walk(n.left)
+            return
+        for child in (n.left, n.right):
+            if _holds(child, d):
+                walk(child)
+
+    walk(node)
+    return out

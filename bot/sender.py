@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from bot.models import Chat, Paper, Platform, Summary
+from bot.models import Chat, MatchReason, Paper, Platform, Summary
 
 
 class ChatGone(Exception):
@@ -27,8 +28,11 @@ class Sender(Protocol):
     async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
         """The digest's first message: '<title> — YYYY-MM-DD: N new papers'."""
 
-    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
-        """One paper's post, as /summary shows it: takeaways, thumbnails, breakdown button."""
+    async def send_paper(
+        self, chat: Chat, summary: Summary, images: list[Path], why: Sequence[MatchReason] | None = None
+    ) -> None:
+        """One paper's post, as /summary shows it: takeaways, thumbnails, breakdown button, and
+        `why` it matched (the chat's topics and their matched terms), when pushed."""
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
         """The papers over the chat's maximum, as a compact list of links."""

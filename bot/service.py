@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bot.app import Components
 from bot.arxiv_source import ArxivUnavailable, PaperNotFound
+from bot.ask import MAX_QUESTION_CHARS, Answer, Asker
 from bot.config import check_timezone, parse_hhmm
 from bot.ids import BadArxivId, parse_arxiv_id
 from bot.models import Chat, Paper, Summary, Topic
@@ -36,6 +37,9 @@ class QuotaExceeded(UserError):
     pass
 
 
+ASK_EXAMPLE = "e.g. /ask 2405.01872 Which datasets do they evaluate on?"
+
+
 HELP_TEXT = """\
 I summarize new arXiv papers. Subscribe this chat to topics and every day at your push time \
 you get the new papers on them: a one-line summary, key takeaways, figures, and the full breakdown \
@@ -46,6 +50,7 @@ Commands:
 /unsubscribe ID|QUERY|all - stop following topics
 /topics - list this chat's topics
 /summary ID - summarize one paper now
+/ask ID QUESTION - ask a paper a question; or reply to a paper's post with the question
 /digest - today's matches for this chat
 /settings - show settings; change with language L, time HH:MM, timezone Area/City, max N
 /help - this text
@@ -56,6 +61,7 @@ Examples:
 /subscribe cs.CL ANDNOT ti:survey
 /summary 2405.01872
 /summary https://arxiv.org/abs/2405.01872v1
+/ask 2405.01872 Which datasets do they evaluate on?
 /settings language zh
 /settings time 08:30
 /settings timezone Asia/Shanghai
@@ -86,6 +92,7 @@ class Service:
         self.c = c
         self.settings = c.settings
         self.store = c.store
+        self._asker: Asker | None = None
 
     # --- papers and summaries ------------------------------------------------------------
 
@@ -141,6 +148,40 @@ class Service:
         if summary is None:
             summary = (await self.summarize(id_text, language, user_key=user_key, with_images=False)).summary
         return summary
+
+    async def ask(self, id_text: str, question: str, language: str, *, user_key: str | None = None) -> Answer:
+        """An answer to `question` about the paper, from its own text, in `language`.
+
+        A cached answer is free; a new one counts against the user's quota (shared with /summary).
+        Raises UserError for an empty question or a paper arXiv does not know.
+        """
+        question = " ".join(question.split())
+        if not question:
+            raise UserError(f"Ask a question about the paper, {ASK_EXAMPLE}")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise UserError(f"That question is {len(question)} characters long; ask in at most {MAX_QUESTION_CHARS}.")
+        lang = self.language(language)
+        paper = await self.find_paper(id_text)
+        if not paper.abstract.strip() and not paper.title.strip():
+            raise UserError(f"arXiv has no text of {paper.versioned_id} yet; try again once it is announced.", 1)
+        if self._asker is None:
+            self._asker = Asker(self.store, self.c.summaries.primary, self.c.pdfs.first_pages_text)
+        hit = await self._asker.cached(paper, question, lang)
+        if hit is not None:
+            return hit
+        if user_key is not None:
+            await self._charge_quota(user_key)
+        return await self._asker.ask(paper, question, lang)
+
+    @staticmethod
+    def parse_ask(arg: str) -> tuple[str, str]:
+        """`/ask ID QUESTION`'s id and question; UserError with an example when either is missing."""
+        parts = arg.split(maxsplit=1)
+        if not parts:
+            raise UserError(f"Give a paper id and a question, {ASK_EXAMPLE}")
+        if len(parts) < 2:
+            raise UserError(f"Ask a question after the paper id, {ASK_EXAMPLE}")
+        return parts[0], parts[1]
 
     async def _charge_quota(self, user_key: str) -> None:
         limit = self.settings.summary_quota

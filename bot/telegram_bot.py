@@ -49,10 +49,11 @@ from telegram.ext import (
 
 from bot.app import Components
 from bot.logs import RedactingFilter
-from bot.models import Chat, ChatKind, Paper, Platform, Summary
+from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip
 from bot.render.labels import labels_for
 from bot.render.telegram import (
+    answer_html,
     breakdown_messages,
     card_html,
     compact_list_html,
@@ -61,6 +62,7 @@ from bot.render.telegram import (
 )
 from bot.sender import ChatGone, ChatMoved
 from bot.service import HELP_TEXT, Service, UserError
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ COMMANDS = [
     ("summary", "Summarize one paper: /summary 2405.01872"),
     ("settings", "Show or change language, time, timezone, max"),
     ("digest", "Today's matches for this chat, now"),
+    ("ask", "Ask a paper a question: /ask 2405.01872 Which datasets?"),
 ]
 ADMIN_ONLY = (
     "Only admins of this group can change its topics and settings. "
@@ -132,10 +135,18 @@ def paper_keyboard(summary: Summary) -> InlineKeyboardMarkup:
 
 
 async def send_paper(
-    bot: Bot, to: Target, summary: Summary, images: Sequence[Path], placeholder: Message | None = None
-) -> None:
-    """A paper's post: the card with its buttons (in place of `placeholder` if given), then its figures."""
-    text, markup = card_html(summary), paper_keyboard(summary)
+    bot: Bot,
+    to: Target,
+    summary: Summary,
+    images: Sequence[Path],
+    placeholder: Message | None = None,
+    why: Sequence[MatchReason] = (),
+) -> list[int]:
+    """A paper's post: the card with its buttons (in place of `placeholder` if given), then its figures.
+
+    Returns the ids of the post's messages (card first), which a reply to any of them names.
+    """
+    text, markup = card_html(summary, why), paper_keyboard(summary)
     if placeholder is not None:
         await bot.edit_message_text(
             text, chat_id=placeholder.chat_id, message_id=placeholder.message_id, parse_mode=ParseMode.HTML,
@@ -152,18 +163,44 @@ async def send_paper(
     photos = [p.read_bytes() for p in usable]
     # The figures answer the card, so they stay tied to their paper in a long digest.
     reply = ReplyParameters(card_id, allow_sending_without_reply=True)
+    ids = [card_id]
     try:
         if len(photos) == 1:
-            await bot.send_photo(to.chat_id, photos[0], message_thread_id=to.thread_id, reply_parameters=reply)
+            photo = await bot.send_photo(to.chat_id, photos[0], message_thread_id=to.thread_id, reply_parameters=reply)
+            ids.append(photo.message_id)
         elif photos:
             media = [InputMediaPhoto(data, filename=f"figure{i}.jpg") for i, data in enumerate(photos, 1)]
-            await bot.send_media_group(to.chat_id, media, message_thread_id=to.thread_id, reply_parameters=reply)
+            album = await bot.send_media_group(
+                to.chat_id, media, message_thread_id=to.thread_id, reply_parameters=reply
+            )
+            ids += [m.message_id for m in album]
     except (Forbidden, ChatMigrated):
         raise
     except TelegramError as exc:
         # The card is out: figures that are refused (size, proportions) or lost to a timeout or
         # flood limit must not make the post fail, or the next push would send the card again.
         log.warning("figures of %s not sent: %s", summary.paper.versioned_id, exc.message)
+    return ids
+
+
+async def remember_post(store: Store | None, chat_id: int | str, ids: Sequence[int], summary: Summary) -> None:
+    """Keep which paper these messages show, so a reply to any of them is a question about it."""
+    if store is not None and ids:
+        p = summary.paper
+        await store.add_post_messages(Platform.TELEGRAM, str(chat_id), ids, p.arxiv_id, p.version, summary.language)
+
+
+async def reply_html(bot: Bot, question: Message, pieces: Sequence[str]) -> list[Message]:
+    """Messages that reply to `question`, in its forum topic if it is in one."""
+    to = target_of(question)
+    reply = ReplyParameters(question.message_id, allow_sending_without_reply=True)
+    return [
+        await bot.send_message(
+            to.chat_id, piece, parse_mode=ParseMode.HTML, message_thread_id=to.thread_id,
+            link_preview_options=NO_PREVIEW, reply_parameters=reply,
+        )
+        for piece in pieces
+    ]
 
 
 def error_html(message: str) -> str:
@@ -186,16 +223,20 @@ class TelegramSender:
 
     platform = Platform.TELEGRAM
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, store: Store | None = None) -> None:
         self.bot = bot
+        self.store = store  # where the posts' message ids are kept, for replies to them
 
     async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
         async with self._guard(chat):
             await say(self.bot, Target(tg_chat_id(chat)), digest_header_html(title, day, count))
 
-    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+    async def send_paper(
+        self, chat: Chat, summary: Summary, images: list[Path], why: Sequence[MatchReason] | None = None
+    ) -> None:
         async with self._guard(chat):
-            await send_paper(self.bot, Target(tg_chat_id(chat)), summary, images)
+            ids = await send_paper(self.bot, Target(tg_chat_id(chat)), summary, images, why=why or ())
+        await remember_post(self.store, chat.chat_id, ids, summary)
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
         async with self._guard(chat):
@@ -258,10 +299,13 @@ class TelegramBot:
             "subscribe": TelegramBot.cmd_subscribe, "unsubscribe": TelegramBot.cmd_unsubscribe,
             "topics": TelegramBot.cmd_topics, "summary": TelegramBot.cmd_summary,
             "settings": TelegramBot.cmd_settings, "digest": TelegramBot.cmd_digest,
+            "ask": TelegramBot.cmd_ask,
         }
         for name, command in commands.items():
             app.add_handler(CommandHandler(name, self._runner(command), filters=scope))
         app.add_handler(CallbackQueryHandler(self.on_breakdown, pattern=_BREAKDOWN))
+        # A reply (not a command) to a message of a paper's post is a question about that paper.
+        app.add_handler(MessageHandler(scope & filters.REPLY & filters.TEXT & ~filters.COMMAND, self.on_reply))
         app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(ChatMemberHandler(self.on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
         app.add_error_handler(self.on_error)
@@ -360,7 +404,8 @@ class TelegramBot:
             return
         await say(bot, r.to, digest_header_html("Today's papers", day, len(summaries)))
         for s in summaries:
-            await send_paper(bot, r.to, s, [Path(p) for p in s.images])
+            ids = await send_paper(bot, r.to, s, [Path(p) for p in s.images])
+            await remember_post(self.c.store, r.to.chat_id, ids, s)
 
     async def cmd_summary(self, bot: Bot, r: Request) -> None:
         id_text = r.arg.strip()
@@ -377,7 +422,44 @@ class TelegramBot:
                 self._log_failure("/summary", exc)
                 await self._edit(bot, placeholder, escape(FAILED))
                 return
-            await send_paper(bot, r.to, result.summary, result.images, placeholder=placeholder)
+            ids = await send_paper(bot, r.to, result.summary, result.images, placeholder=placeholder)
+            await remember_post(self.c.store, r.to.chat_id, ids, result.summary)
+
+    async def cmd_ask(self, bot: Bot, r: Request) -> None:
+        try:
+            id_text, question = self.service.parse_ask(r.arg)
+        except UserError as exc:
+            await reply_html(bot, r.message, split_html(error_html(str(exc))))
+            return
+        await self._answer(bot, r.message, r.chat, id_text, question, r.user_key)
+
+    async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A reply to any message of a paper's post (card, photo, album, breakdown): a question about it."""
+        message = update.effective_message
+        if message is None or message.reply_to_message is None or not (message.text or "").strip():
+            return
+        post = await self.c.store.post_of_message(
+            Platform.TELEGRAM, str(message.chat_id), message.reply_to_message.message_id
+        )
+        if post is None:
+            return  # a reply to something else: not ours to answer
+        chat = await self.service.register_chat(chat_of(message.chat))
+        who = message.sender_chat or message.from_user or message.chat
+        await self._answer(context.bot, message, chat, post.versioned_id, message.text or "", f"telegram:{who.id}")
+
+    async def _answer(self, bot: Bot, question: Message, chat: Chat, id_text: str, text: str, user_key: str) -> None:
+        """The answer to a question about a paper, as replies to the question."""
+        async with typing(bot, target_of(question)):
+            try:
+                answer = await self.service.ask(id_text, text, chat.language, user_key=user_key)
+            except UserError as exc:
+                await reply_html(bot, question, split_html(error_html(str(exc))))
+                return
+            except Exception as exc:  # noqa: BLE001 - the asker must hear back, not wait forever
+                self._log_failure("a question", exc)
+                await reply_html(bot, question, [escape(FAILED)])
+                return
+            await reply_html(bot, question, answer_html(answer))
 
     @staticmethod
     async def _edit(bot: Bot, message: Message, html: str) -> None:
@@ -405,8 +487,8 @@ class TelegramBot:
         except UserError as exc:
             await say(context.bot, to, error_html(str(exc)))
             return
-        for piece in breakdown_messages(summary):
-            await say(context.bot, to, piece)
+        sent = [await say(context.bot, to, piece) for piece in breakdown_messages(summary)]
+        await remember_post(self.c.store, to.chat_id, [m.message_id for m in sent], summary)
 
     async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: its topics and settings move to the new id."""

@@ -18,7 +18,8 @@ from tests.fakes.gemini import FakeGemini
 SPEC_FIELDS = [
     "arxiv_id", "version", "title", "title_translated", "authors", "affiliations", "url", "pdf_url",
     "code_url", "comment", "categories", "published", "language", "summary", "key_takeaways", "keywords",
-    "background", "prior_work", "method", "results", "conclusion", "generated_by", "images",
+    "background", "prior_work", "method", "results", "conclusion", "generated_by", "images", "evidence",
+    "unsupported_numbers",
 ]
 
 
@@ -47,6 +48,11 @@ def test_summary_json_has_every_spec_field_and_second_run_makes_no_llm_call(
     assert data["generated_by"] == "gemini:gemini-2.5-flash"
     assert data["language"] == "zh"
     assert 3 <= len(data["key_takeaways"]) <= 8 and isinstance(data["method"], list)
+    # Grounding: the fake quotes the abstract for each takeaway; found, so verified (no PDF page).
+    assert [(bool(e["quote"]), e["verified"], e["page"]) for e in data["evidence"]] == [(True, True, None)] * len(
+        data["key_takeaways"]
+    )
+    assert data["unsupported_numbers"] == []
     assert data["pdf_url"].startswith(fake_arxiv.url)  # from the entry's pdf link, not a fixed host
     assert fake_gemini.calls == 1
     prompt = fake_gemini.prompts[0]

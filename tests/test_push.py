@@ -58,7 +58,7 @@ class RecordingSender:
         self._call("header", chat)
         self.log.append(("header", chat.chat_id, f"{title} — {day}: {count}"))
 
-    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path], why: object = None) -> None:
         self._call("paper", chat)
         self.log.append(("paper", chat.chat_id, summary.paper.arxiv_id))
         self.summaries.append(summary)
@@ -186,7 +186,7 @@ async def test_two_pushers_on_one_database_send_each_paper_once(
     await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A", "B", "C"]))
 
     class SlowSender(RecordingSender):
-        async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+        async def send_paper(self, chat: Chat, summary: Summary, images: list[Path], why: object = None) -> None:
             await asyncio.sleep(0.1)  # long enough for the other pusher to read the same ledger
             await super().send_paper(chat, summary, images)
 

@@ -178,7 +178,7 @@ def test_card_has_the_eight_sections_in_order_and_the_provenance() -> None:
     card = build_card(make_summary())
     assert [(s.number, s.heading) for s in card.sections] == [
         (1, "Title"), (2, "Authors"), (3, "Affiliation"), (4, "Keywords"),
-        (5, "Links"), (6, "Summary"), (7, "Method steps"), (8, "Conclusion"),
+        (5, "Links"), (6, "Summary"), (7, "Method steps"), (8, "Conclusion"), (9, "Sources"),
     ]
     assert [i.label for i in card.sections[5].items] == ["Background", "Prior work and its problems", "Method", "Results"]
     assert [i.text for i in card.sections[6].items][1] == "Fine-tune with low-rank adaptation."

@@ -120,7 +120,7 @@ async def test_private_start_summary_and_breakdown(bot: Bot) -> None:
     stored = await bot.c.store.get_chat(Platform.TELEGRAM, str(ALICE["id"]))
     assert stored is not None and stored.kind == ChatKind.PRIVATE and stored.active
     assert [c["command"] for c in tg.calls_to("setMyCommands")[0].params["commands"]] == [
-        "start", "help", "subscribe", "unsubscribe", "topics", "summary", "settings", "digest"
+        "start", "help", "subscribe", "unsubscribe", "topics", "summary", "settings", "digest", "ask"
     ]
 
     tg.push_message(chat, "/summary 2405.01872", ALICE)

@@ -6,10 +6,11 @@ count; a character outside the Basic Multilingual Plane counts twice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.models import Summary
+from bot.models import MatchReason, Summary
 from bot.render.labels import Labels, labels_for
 
 
@@ -90,6 +91,10 @@ class PaperCard:
     provenance: str
     notice: str
     extractive: bool
+    # Grounding: the warning that lists numbers the paper does not hold (None: there are none),
+    # and why a pushed paper reached the chat (empty outside the push).
+    unsupported_note: str | None = None
+    why: tuple[MatchReason, ...] = ()
 
 
 def breakdown_sections(
@@ -129,9 +134,50 @@ def provenance_text(summary: Summary, labels: Labels) -> str:
     return f"{labels.generated_by}{labels.colon}{summary.generated_by} · {source}"
 
 
-def build_card(summary: Summary) -> PaperCard:
+_NUMBER_END = r"(?![\d.,]?\d)"
+
+
+def mark_numbers(text: str, numbers: Sequence[str]) -> str:
+    """`text` with "⚠" after each of `numbers` (unsupported ones, as the summary wrote them)."""
+    for n in sorted(set(numbers), key=len, reverse=True):
+        text = re.sub(rf"(?<![\d.,]){re.escape(n)}{_NUMBER_END}(?!⚠)", lambda m: m.group(0) + "⚠", text)
+    return text
+
+
+def marked_takeaways(summary: Summary, labels: Labels) -> list[str]:
+    """The takeaways, each whose quote was not found in the paper followed by the notice saying so."""
+    c = summary.content
+    numbers = c.unsupported_numbers or []
+    out = []
+    for text, evidence in zip(c.key_takeaways, c.evidence_for_takeaways(), strict=True):
+        if text.strip():
+            line = mark_numbers(one_line(text), numbers)
+            out.append(line if evidence.verified else f"{line} {labels.not_found}")
+    return out
+
+
+def source_items(summary: Summary, labels: Labels) -> tuple[Item, ...]:
+    """The "Sources" of the breakdown: each takeaway's passage with its page, or the notice."""
+    items = []
+    for evidence in summary.content.evidence_for_takeaways():
+        quote = f"“{one_line(evidence.quote)}”" if evidence.quote else labels.no_quote
+        if not evidence.verified:
+            items.append(Item("", f"{labels.not_found}{labels.colon}{quote}"))
+            continue
+        where = labels.page.format(page=evidence.page) if evidence.page else labels.in_abstract
+        items.append(Item("", f"{quote} ({where})"))
+    return tuple(items)
+
+
+def unsupported_note(summary: Summary, labels: Labels) -> str | None:
+    numbers = summary.content.unsupported_numbers or []
+    return labels.unsupported_numbers.format(numbers=labels.list_sep.join(numbers)) if numbers else None
+
+
+def build_card(summary: Summary, why: Sequence[MatchReason] = ()) -> PaperCard:
     p, c = summary.paper, summary.content
     lb = labels_for(summary.language)
+    numbers = c.unsupported_numbers or []
     none = lb.none
     title = one_line(p.title)
     translated = one_line(c.title_translated)
@@ -157,12 +203,14 @@ def build_card(summary: Summary) -> PaperCard:
                 Item(lb.prior_work, one_line(c.prior_work) or none),
                 # SummaryContent has no separate method overview: the first step is the closest to one.
                 Item(lb.method, steps[0] if steps else none),
-                Item(lb.results, one_line(c.results) or none),
+                Item(lb.results, mark_numbers(one_line(c.results), numbers) or none),
             ),
         ),
         Section(7, lb.method_steps, "" if steps else none, tuple(Item("", s) for s in steps)),
         Section(8, lb.conclusion, one_line(c.conclusion) or none),
     ]
+    if c.key_takeaways:
+        sections.append(Section(9, lb.sources, items=source_items(summary, lb)))
     return PaperCard(
         labels=lb,
         arxiv_id=p.versioned_id,
@@ -175,12 +223,14 @@ def build_card(summary: Summary) -> PaperCard:
         short_authors=short_authors(authors),
         comment=one_line(p.comment) or None,
         abstract=one_line(p.abstract),
-        summary=one_line(c.summary),
-        takeaways=[one_line(t) for t in c.key_takeaways if t.strip()],
+        summary=mark_numbers(one_line(c.summary), numbers),
+        takeaways=marked_takeaways(summary, lb),
         sections=sections,
         provenance=provenance_text(summary, lb),
         notice=" ".join(notice_lines(lb, [summary.generated_by])),
         extractive=summary.is_extractive,
+        unsupported_note=unsupported_note(summary, lb),
+        why=tuple(why),
     )
 
 

@@ -7,12 +7,17 @@ which is never less than what Discord counts.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from discord.utils import escape_markdown, escape_mentions
 
-from bot.models import Summary
-from bot.render.card import Token, breakdown_sections, build_card, clip, split_tokens, utf16_len
+from bot.models import MatchReason, Summary
+from bot.render.answer import answer_view
+from bot.render.card import PaperCard, Token, breakdown_sections, build_card, clip, split_tokens, utf16_len
+
+if TYPE_CHECKING:  # the renderers only read an Answer; bot.ask brings in the retrieval stack
+    from bot.ask import Answer
 
 MESSAGE_LIMIT = 2000
 TITLE_LIMIT = 256
@@ -54,9 +59,21 @@ def embed_length(embed: dict[str, Any]) -> int:
     return sum(utf16_len(p) for p in parts)
 
 
-def paper_embed(summary: Summary) -> dict[str, Any]:
-    """The paper's post: linked title, summary and takeaways, authors, links, provenance."""
-    card = build_card(summary)
+def why_text(card: PaperCard) -> str:
+    """The topics that matched a pushed paper: "#id `query`" and the matched terms in bold."""
+    lines = []
+    for why in card.why[:3]:
+        topic = f"#{why.topic_id} " if why.topic_id is not None else ""
+        terms = ", ".join(f"**{_esc(t)}**" for t in why.terms[:8])
+        query = clip(why.query, 300).replace("`", "'")
+        lines.append(f"🔎 {topic}`{query}`" + (f" — {terms}" if terms else ""))
+    return "\n".join(lines)
+
+
+def paper_embed(summary: Summary, why: Sequence[MatchReason] = ()) -> dict[str, Any]:
+    """The paper's post: linked title, summary and takeaways (marked where their quote was not
+    found), the numbers not found in the paper, authors, links, why it matched, provenance."""
+    card = build_card(summary, why)
     lb = card.labels
     links = [f"[arXiv]({card.abs_url})"]
     if card.pdf_url:
@@ -72,6 +89,8 @@ def paper_embed(summary: Summary) -> dict[str, Any]:
         fields.append({"name": lb.comment, "value": _fit(card.comment, FIELD_VALUE_LIMIT), "inline": False})
     # The slice only guards against an absurd code URL from the LLM; real links are far shorter.
     fields.append({"name": lb.links, "value": " · ".join(links)[:FIELD_VALUE_LIMIT], "inline": False})
+    if card.why:
+        fields.append({"name": lb.matched, "value": clip(why_text(card), FIELD_VALUE_LIMIT), "inline": False})
     embed: dict[str, Any] = {
         "type": "rich",
         "title": _fit(card.title, TITLE_LIMIT),
@@ -81,9 +100,10 @@ def paper_embed(summary: Summary) -> dict[str, Any]:
         "footer": {"text": _fit(card.provenance, FOOTER_LIMIT)},
     }
     summary_part = f"**{lb.summary}**\n{escape_markdown(card.summary)}"
+    note = f"\n\n**{escape_markdown(card.unsupported_note)}**" if card.unsupported_note else ""
     for n in range(len(card.takeaways), -1, -1):
         bullets = "\n".join(f"- {escape_markdown(t)}" for t in card.takeaways[:n])
-        embed["description"] = summary_part + (f"\n\n**{lb.key_takeaways}**\n{bullets}" if n else "")
+        embed["description"] = summary_part + (f"\n\n**{lb.key_takeaways}**\n{bullets}" if n else "") + note
         room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - embed_length({**embed, "description": ""}))
         if utf16_len(embed["description"]) <= room:
             return embed
@@ -103,9 +123,30 @@ def breakdown_text(summary: Summary) -> str:
         bold=lambda t: f"**{_esc(t)}**",
         text=_esc,
     )
+    if card.unsupported_note:
+        blocks.append(f"**{_esc(card.unsupported_note)}**")
     blocks.append(f"*{_esc(card.provenance)}*")
     return "\n\n".join(blocks)
 
 
 def breakdown_chunks(summary: Summary) -> list[str]:
     return split_text(breakdown_text(summary))
+
+
+def answer_chunks(answer: Answer) -> list[str]:
+    """An answer to /ask as Markdown messages: the paper, notes, the answer, the quotes with their
+    pages (a quote not found in the paper says so), provenance."""
+    v = answer_view(answer)
+    lb = v.labels
+    blocks = [f"**{_esc(lb.answer)}**{lb.colon}{_esc(v.title)}\n<{v.abs_url}>"]
+    blocks += [f"*{_esc(n)}*" for n in v.notes]
+    if v.text:
+        blocks.append(_esc(v.text))
+    if v.quotes:
+        lines = []
+        for q in v.quotes:
+            mark = f"**{_esc(q.where)}**" if not q.verified else f"({_esc(q.where)})"
+            lines.append(f"> {_esc(q.text)}\n{mark}")
+        blocks.append(f"**{_esc(lb.quotes)}**\n" + "\n".join(lines))
+    blocks.append(f"*{_esc(v.provenance)}*")
+    return split_text("\n\n".join(blocks))

@@ -44,6 +44,18 @@ class Labels:
     description: str  # `{topic}` and `{day}` are filled in
     figures: str
     more_papers: str
+    # Grounding, "why it matched" and /ask (bot.grounding, bot.ask).
+    not_found: str = "⚠ not found in the paper"
+    unsupported_numbers: str = "⚠ Numbers not found in the paper: {numbers}"
+    sources: str = "Sources"
+    page: str = "p. {page}"
+    in_abstract: str = "abstract"
+    no_quote: str = "no passage given"
+    matched: str = "Matched topic"
+    answer: str = "Answer"
+    quotes: str = "From the paper"
+    no_llm_answer: str = "No LLM available: the passages of the paper most relevant to your question."
+    abstract_only_answer: str = "The paper's full text is not available yet; this rests on its title and abstract only."
 
 
 EN = Labels(
@@ -116,6 +128,17 @@ ZH = Labels(
     description="{topic} 方向最新论文已更新，请持续关注 Update in {day}",
     figures="点此查看论文截图",
     more_papers="今天的更多论文：",
+    not_found="⚠ 未在论文中找到",
+    unsupported_numbers="⚠ 以下数字未在论文中找到：{numbers}",
+    sources="出处",
+    page="第 {page} 页",
+    in_abstract="摘要",
+    no_quote="未给出原文",
+    matched="匹配的订阅",
+    answer="回答",
+    quotes="论文原文",
+    no_llm_answer="未使用大语言模型：以下是论文中与问题最相关的段落。",
+    abstract_only_answer="暂时无法获取论文全文，以下内容仅依据标题和摘要。",
 )
 
 _ZH_NAMES = {"zh", "chinese", "中文", "汉语", "漢語", "简体中文", "繁體中文", "mandarin"}

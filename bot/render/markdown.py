@@ -53,6 +53,8 @@ def render_paper_markdown(summary: Summary, images: list[str] | None = None) -> 
     ]
     if card.takeaways:
         blocks.append(f"**{lb.key_takeaways}**\n" + "\n".join(f"- {md(t)}" for t in card.takeaways))
+    if card.unsupported_note:
+        blocks.append(f"> **{md(card.unsupported_note)}**")
     blocks.append(f"*{md(card.provenance)}*")
     items = breakdown_sections(
         card,

@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import date
 from html import escape, unescape
+from typing import TYPE_CHECKING
 
-from bot.models import Paper, Summary
+from bot.models import MatchReason, Paper, Summary
+from bot.render.answer import answer_view
 from bot.render.card import (
     PaperCard,
     Token,
@@ -26,6 +28,9 @@ from bot.render.card import (
     utf16_len,
 )
 from bot.render.labels import labels_for
+
+if TYPE_CHECKING:  # the renderers only read an Answer; bot.ask brings in the retrieval stack
+    from bot.ask import Answer
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
@@ -73,8 +78,25 @@ def _compose(card: PaperCard, takeaways: Sequence[str], *, caption: bool) -> str
     if takeaways:
         bullets = "\n".join(f"• {escape(t)}" for t in takeaways)
         blocks.append(bullets if caption else f"<b>{escape(lb.key_takeaways)}</b>\n{bullets}")
+    if card.unsupported_note:
+        blocks.append(f"<b>{escape(card.unsupported_note)}</b>")
+    if card.why:
+        blocks.append(why_html(card))
     blocks.append(f"<i>{escape(card.provenance)}</i>")
     return "\n\n".join(blocks)
+
+
+def why_html(card: PaperCard) -> str:
+    """The topics that matched a pushed paper: "#id query" and the matched terms, underlined."""
+    lines = []
+    for why in card.why[:3]:
+        topic = f"#{why.topic_id} " if why.topic_id is not None else ""
+        terms = ", ".join(f"<b><u>{escape(t)}</u></b>" for t in why.terms[:8])
+        lines.append(
+            f"🔎 {escape(card.labels.matched)}{card.labels.colon}{topic}<code>{escape(clip(why.query, 300))}</code>"
+            + (f" — {terms}" if terms else "")
+        )
+    return "\n".join(lines)
 
 
 def _fit(card: PaperCard, limit: int, compose: Callable[[PaperCard, Sequence[str]], str]) -> str:
@@ -94,14 +116,15 @@ def _fit(card: PaperCard, limit: int, compose: Callable[[PaperCard, Sequence[str
     return text
 
 
-def card_html(summary: Summary) -> str:
-    """The paper's post: linked title, authors, comment, one-line summary, takeaways, provenance."""
-    return _fit(build_card(summary), MESSAGE_LIMIT, lambda c, t: _compose(c, t, caption=False))
+def card_html(summary: Summary, why: Sequence[MatchReason] = ()) -> str:
+    """The paper's post: linked title, authors, comment, one-line summary, takeaways (marked where
+    their quote was not found), the numbers not found in the paper, why it matched, provenance."""
+    return _fit(build_card(summary, why), MESSAGE_LIMIT, lambda c, t: _compose(c, t, caption=False))
 
 
-def caption_html(summary: Summary) -> str:
+def caption_html(summary: Summary, why: Sequence[MatchReason] = ()) -> str:
     """The same post short enough for a photo caption: linked title, summary, what takeaways fit."""
-    return _fit(build_card(summary), CAPTION_LIMIT, lambda c, t: _compose(c, t, caption=True))
+    return _fit(build_card(summary, why), CAPTION_LIMIT, lambda c, t: _compose(c, t, caption=True))
 
 
 def breakdown_html(summary: Summary) -> str:
@@ -115,6 +138,8 @@ def breakdown_html(summary: Summary) -> str:
         bold=lambda t: f"<b>{escape(t)}</b>",
         text=escape,
     )
+    if card.unsupported_note:
+        blocks.append(f"<b>{escape(card.unsupported_note)}</b>")
     blocks.append(f"<i>{escape(card.provenance)}</i>")
     return "\n\n".join(blocks)
 
@@ -144,3 +169,22 @@ def compact_list_html(items: Sequence[Summary | Paper], heading: str | None = No
             line += f" — {escape(short_authors(p.authors))}"
         lines.append(line)
     return split_html("\n".join(lines))
+
+
+def answer_html(answer: Answer) -> list[str]:
+    """An answer to /ask as messages: the paper, notes (no LLM, abstract only), the answer, the
+    quotes with their pages (a quote not found in the paper says so), provenance."""
+    v = answer_view(answer)
+    lb = v.labels
+    blocks = [f"<b>{escape(lb.answer)}</b>{lb.colon}{_link(v.abs_url, v.title)}"]
+    blocks += [f"<i>{escape(n)}</i>" for n in v.notes]
+    if v.text:
+        blocks.append(escape(v.text))
+    if v.quotes:
+        lines = []
+        for q in v.quotes:
+            mark = f"<b>{escape(q.where)}</b>" if not q.verified else f"({escape(q.where)})"
+            lines.append(f"<blockquote>{escape(q.text)}</blockquote>{mark}")
+        blocks.append(f"<b>{escape(lb.quotes)}</b>\n" + "\n".join(lines))
+    blocks.append(f"<i>{escape(v.provenance)}</i>")
+    return split_html("\n\n".join(blocks))

@@ -6,10 +6,11 @@ from bot.store.base import StoreBase
 from bot.store.chats import ChatStore
 from bot.store.feed import FeedStore
 from bot.store.papers import PaperStore
+from bot.store.posts import PostStore
 from bot.store.usage import UsageStore
 
 
-class Store(UsageStore, FeedStore, PaperStore, ChatStore, StoreBase):
+class Store(UsageStore, FeedStore, PaperStore, PostStore, ChatStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 

@@ -131,6 +131,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        6,
+        "the message ids of each paper's post (for replies), and cached answers to /ask",
+        """
+        CREATE TABLE post_messages (
+            id         INTEGER PRIMARY KEY,
+            platform   TEXT NOT NULL,
+            chat_id    TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            arxiv_id   TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            language   TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (platform, chat_id, message_id)
+        );
+
+        CREATE TABLE answers (
+            id             INTEGER PRIMARY KEY,
+            arxiv_id       TEXT NOT NULL,
+            version        INTEGER NOT NULL,
+            question_key   TEXT NOT NULL,
+            language       TEXT NOT NULL,
+            model          TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            content        TEXT NOT NULL,
+            created_at     TEXT NOT NULL,
+            UNIQUE (arxiv_id, version, question_key, language, model, prompt_version)
+        );
+        """,
+    ),
+    (
         7,
         "token usage of every LLM call, for `status`",
         """

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.models import Paper, SummaryContent
+from bot.models import Evidence, Paper, SummaryContent
 
 # Words that end in "." without ending the sentence ("et al. 2020", "Fig. 2", "e.g. this").
 _ABBREVIATIONS = frozenset(
@@ -185,7 +185,7 @@ def _has(text: str, cues: Iterable[str]) -> int:
 
 class ExtractiveSummarizer:
     model_key = "extractive"
-    prompt_version = "x1"  # bump when the selection rules change
+    prompt_version = "x2"  # bump when the selection rules change
 
     async def summarize(self, paper: Paper, language: str, full_text: str | None) -> SummaryContent:
         return self.summarize_sync(paper, full_text)
@@ -217,10 +217,13 @@ class ExtractiveSummarizer:
         first = ab[0].text if ab else (summary.text if summary else paper.title)
         last = ab[-1].text if ab else first
         method = [s.text for s in by_label["method"]][:6] or [summary.text if summary else first]
+        takeaways = self._takeaways(paper, ab, ft)
         return SummaryContent(
             title_translated=paper.title,
             summary=summary.text if summary else paper.title,
-            key_takeaways=self._takeaways(paper, ab, ft),
+            key_takeaways=takeaways,
+            # Each takeaway is a passage of the paper, so it is its own quote (checked like any other).
+            evidence=[Evidence(t, False) for t in takeaways],
             keywords=self._keywords(paper, full_text),
             background=text_of("background") or first,
             prior_work=text_of("prior") or NO_PRIOR_WORK,

@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity import wait_exponential, wait_random
 
-from bot.models import Paper, SummaryContent
+from bot.grounding import PAGE_BREAK
+from bot.models import Evidence, Paper, SummaryContent
 from bot.summarize.base import ChatModel, Completion, SummarizerError, TransientLLMError, Usage
 from bot.summarize.languages import language_name
 
@@ -44,6 +45,11 @@ class SummarySchema(BaseModel):
     summary: str = Field(description="Exactly one sentence: the problem and the paper's contribution.")
     key_takeaways: list[str] = Field(
         description="3 to 8 short, self-contained key points, the most important first."
+    )
+    evidence: list[str] = Field(
+        description="For each key takeaway, in the same order, one passage of 1 to 3 sentences copied word for "
+        "word from the paper's text above (title, abstract or PDF text) that supports it; in the paper's own "
+        "language, never translated or paraphrased."
     )
     keywords: list[str] = Field(description="3 to 6 keywords or key phrases.")
     background: str = Field(description="The research area and the problem the paper addresses.")
@@ -71,7 +77,7 @@ def build_prompt(paper: Paper, language: str, full_text: str | None) -> str:
     if full_text and full_text.strip():
         paper_text = (
             "\nText of the paper's first pages (extracted from the PDF; line breaks and symbols may be garbled):\n"
-            f"<<<\n{full_text.strip()[:MAX_TEXT_CHARS]}\n>>>\n"
+            f"<<<\n{full_text.strip()[:MAX_TEXT_CHARS].replace(PAGE_BREAK, chr(10))}\n>>>\n"
         )
     return Template(_TEMPLATE).substitute(
         language=language_name(language),
@@ -119,9 +125,22 @@ def _repair(data: dict[str, Any]) -> dict[str, Any]:
             out[key] = value.strip()
     if isinstance(out.get("key_takeaways"), list):
         out["key_takeaways"] = out["key_takeaways"][:MAX_TAKEAWAYS]
+    # Quotes keep their order (they align with the takeaways) and are never deduplicated; a reply
+    # without them is usable, its takeaways just stay unverified.
+    quotes = out.get("evidence")
+    if isinstance(quotes, str):
+        quotes = [quotes]
+    out["evidence"] = [_quote(q) for q in quotes] if isinstance(quotes, list) else []
     url = out.get("code_url")
     out["code_url"] = url.strip() if isinstance(url, str) and url.strip().startswith(("http://", "https://")) else None
     return out
+
+
+def _quote(value: Any) -> str:
+    """A proposed quote without the quotation marks and bullets a model may wrap it in."""
+    if not isinstance(value, str):
+        return ""
+    return _BULLET.sub("", value).strip().strip("\"“”„'‘’«»").strip()
 
 
 def parse_reply(text: str | None) -> SummaryContent:
@@ -137,7 +156,11 @@ def parse_reply(text: str | None) -> SummaryContent:
     empty = [k for k in ("summary", "background", "results", "conclusion") if not getattr(reply, k)]
     if empty or not reply.method:
         raise TransientLLMError(f"a reply with empty fields ({', '.join(empty or ['method'])})")
-    return SummaryContent(**reply.model_dump())
+    fields = reply.model_dump()
+    quotes = fields.pop("evidence")[: len(reply.key_takeaways)]
+    # Unchecked until bot.grounding.ground sees the paper's text (SummaryService does that).
+    fields["evidence"] = [Evidence(q or None, False) for q in quotes]
+    return SummaryContent(**fields)
 
 
 class LlmSummarizer:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from bot.grounding import ground
 from bot.models import Paper, Summary, SummaryContent
 from bot.store import Store
 from bot.summarize.base import Summarizer, SummarizerError
@@ -126,7 +127,8 @@ class SummaryService:
         _, _, language, model_key, prompt_version = key
         summary = Summary(
             paper=paper,
-            content=content,
+            # Checked against the very text the summarizer saw, and stored with the summary.
+            content=ground(content, paper, full_text),
             language=language,
             generated_by=model_key,
             full_text_used=bool(full_text),

@@ -52,14 +52,25 @@ class Reply:
     raw_body: str | None = None  # sent as it is, e.g. a proxy's HTML page with status 200
 
 
+_WORDS = ("one", "two", "three", "four")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 6]
+
+
 def summary_for(prompt: str) -> dict[str, Any]:
-    """A valid summary that shows what the prompt asked for: every text carries the target language."""
+    """A valid summary that shows what the prompt asked for: every text carries the target language,
+    and each takeaway's evidence is a sentence copied from the prompt's abstract, as a faithful model's."""
     lang = _field(prompt, "Target language") or "?"
     title = _field(prompt, "Title") or "?"
+    abstract = prompt.split("Abstract:\n", 1)[1].split("\n", 1)[0] if "Abstract:\n" in prompt else ""
+    passages = _sentences(abstract) or [title]
     return {
         "title_translated": f"[{lang}] {title}",
         "summary": f"[{lang}] One sentence about {title}.",
-        "key_takeaways": [f"[{lang}] Takeaway {i}." for i in range(1, 5)],
+        "key_takeaways": [f"[{lang}] Takeaway {word}." for word in _WORDS],
+        "evidence": [passages[i % len(passages)] for i in range(len(_WORDS))],
         "keywords": [f"[{lang}] keyword", "fake"],
         "background": f"[{lang}] Background.",
         "prior_work": f"[{lang}] Prior work and its problems.",
@@ -69,6 +80,23 @@ def summary_for(prompt: str) -> dict[str, Any]:
         "affiliations": ["Fake University"],
         "code_url": None,
     }
+
+
+def _asks_for_answer(body: dict[str, Any]) -> bool:
+    """Whether the request's response schema is the /ask answer's (it has an `answer` property)."""
+    return '"answer"' in json.dumps(body.get("generationConfig", {}))
+
+
+def answer_for(prompt: str) -> dict[str, Any]:
+    """A faithful answer to an /ask prompt: it names the question and quotes the first passage given.
+
+    Passages are the prompt's lines "[n] text" (see bot/summarize/prompts/ask.txt).
+    """
+    lang = _field(prompt, "Target language") or "?"
+    question = _field(prompt, "Question") or "?"
+    passages = re.findall(r"^\[\d+\](?: \(p\. \d+\))? (.+)$", prompt, re.MULTILINE)
+    quote = _sentences(passages[0])[0] if passages and _sentences(passages[0]) else (passages[0] if passages else "")
+    return {"answer": f"[{lang}] The paper answers: {question}", "quotes": [quote] if quote else []}
 
 
 def _prompt_of(body: dict[str, Any]) -> str:
@@ -160,7 +188,9 @@ class FakeGemini:
             return web.Response(text=reply.raw_body, status=reply.status, content_type="text/html")
         text = reply.text
         if text is None:
-            text = json.dumps(summary_for(_prompt_of(body)), ensure_ascii=False)
+            prompt = _prompt_of(body)
+            asked = answer_for(prompt) if _asks_for_answer(body) else summary_for(prompt)
+            text = json.dumps(asked, ensure_ascii=False)
         prompt_tokens = len(json.dumps(body)) // 4
         with self._lock:
             self.usage.append((prompt_tokens, len(text) // 4))

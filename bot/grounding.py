@@ -1,0 +1,224 @@
+"""Is a summary's claim in the paper? Quotes found by fuzzy matching, numbers found by value.
+
+Pure functions over text: the paper's text is its title, abstract and the text the bot extracted
+from its PDF (pages separated by "\\f", see `bot.pdf.PAGE_BREAK`), the same text the summarizer
+was given. Nothing here knows an LLM; `ground` fills a SummaryContent's `evidence` and
+`unsupported_numbers` from the quotes its summarizer proposed. The threshold and the measured
+results that justify it are in docs/grounding.md.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+
+from rapidfuzz import fuzz
+
+from bot.models import Evidence, Paper, SummaryContent
+
+# A quote counts as found when some stretch of the paper's normalised text matches it with a
+# partial_ratio of at least this (0-100). Verbatim quotes through PDF extraction score 96-100 on
+# the fixture papers; paraphrases and passages of another paper score below 80 (docs/grounding.md).
+MATCH_THRESHOLD = 90.0
+# Shorter quotes match somewhere in any paper ("we propose a"); they prove nothing.
+MIN_QUOTE_WORDS = 5
+PAGE_BREAK = "\f"
+
+_DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"), "-")
+_QUOTES = dict.fromkeys(map(ord, "\u2018\u2019\u201a\u201b\u2032\u00b4`"), "'") | dict.fromkeys(
+    map(ord, "\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb"), '"'
+)
+_SOFT = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+_LINE_HYPHEN = re.compile(r"(\w)-\s*\n\s*(\w)")
+_WORD_HYPHEN = re.compile(r"(?<=[^\W\d_])-(?=[^\W\d_])")  # "self-supervised" ~ "selfsupervised"
+_NOISE = re.compile(r"[^\w%.,;:!?'\"()\[\]/+=<>-]+")
+
+
+def normalize(text: str) -> str:
+    """Text as the matcher compares it: NFKC (ligatures "ﬁ" -> "fi"), words mended across line
+    ends, hyphens inside words dropped, one kind of quote and dash, lower case, single spaces."""
+    text = _SOFT.sub("", unicodedata.normalize("NFKC", text))
+    text = text.translate(_DASHES).translate(_QUOTES)
+    text = _LINE_HYPHEN.sub(r"\1\2", text)
+    text = _WORD_HYPHEN.sub("", text)
+    text = _NOISE.sub(" ", text.casefold())
+    # PDF extraction puts spaces before punctuation ("word , word") that quotes never have.
+    text = re.sub(r"\s+([,.;:!?)\]%])", r"\1", text)
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class PaperText:
+    """The paper's text, normalised once for every quote checked against it.
+
+    `joined` is the title and abstract, then each PDF page, normalised and joined by single
+    spaces (a quote may run across a page break); `starts[i]` is where part i begins in it and
+    `pages[i]` its PDF page (None for the title and abstract).
+    """
+
+    joined: str
+    starts: tuple[int, ...]
+    pages: tuple[int | None, ...]
+    raw: str  # all of it, un-normalised, for the numbers check
+
+    @classmethod
+    def of(cls, paper: Paper, full_text: str | None) -> PaperText:
+        head = f"{paper.title}\n{paper.abstract}"
+        parts: list[tuple[int | None, str]] = [(None, normalize(head))]
+        pdf_pages = full_text.split(PAGE_BREAK) if full_text and full_text.strip() else []
+        parts += [(n, normalize(t)) for n, t in enumerate(pdf_pages, 1) if t.strip()]
+        starts, offset = [], 0
+        for _, text in parts:
+            starts.append(offset)
+            offset += len(text) + 1
+        joined = " ".join(text for _, text in parts)
+        return cls(joined, tuple(starts), tuple(p for p, _ in parts), head + "\n" + "\n".join(pdf_pages))
+
+    @property
+    def has_pdf_text(self) -> bool:
+        return len(self.pages) > 1
+
+    def page_at(self, index: int) -> int | None:
+        """The PDF page of the character at `index` of `joined` (None: the title and abstract)."""
+        return self.pages[bisect_right(self.starts, index) - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteMatch:
+    score: float  # best partial_ratio, 0-100
+    page: int | None  # the PDF page where the match starts; None for the abstract or no match
+    found: bool
+
+
+def find_quote(quote: str, text: PaperText, threshold: float = MATCH_THRESHOLD) -> QuoteMatch:
+    """Where `quote` is in the paper: exact after normalisation, else the best fuzzy match.
+
+    A quote shorter than MIN_QUOTE_WORDS words is never `found`; its score is still reported.
+    """
+    needle = normalize(quote).strip(" .\"'")
+    if not needle or not text.joined:
+        return QuoteMatch(0.0, None, False)
+    long_enough = len(needle.split()) >= MIN_QUOTE_WORDS
+    at = text.joined.find(needle)
+    if at >= 0:
+        return QuoteMatch(100.0, text.page_at(at), long_enough)
+    # partial_ratio: the best alignment of the quote with a stretch of the text as long as it.
+    m = fuzz.partial_ratio_alignment(needle, text.joined)
+    if m is None:
+        return QuoteMatch(0.0, None, False)
+    found = long_enough and m.score >= threshold
+    return QuoteMatch(m.score, text.page_at(m.dest_start) if found else None, found)
+
+
+def verify_quotes(quotes: Sequence[str | None], text: PaperText) -> list[Evidence]:
+    """One Evidence per quote, in order; a missing (None or empty) quote is unverified."""
+    out = []
+    for q in quotes:
+        q = " ".join((q or "").split())
+        if not q:
+            out.append(Evidence(None, False))
+            continue
+        m = find_quote(q, text)
+        out.append(Evidence(q, m.found, m.page if m.found else None))
+    return out
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+# A number as written: optional minus, digits with thousands separators or a decimal part (or a
+# bare ".5"), an optional scale suffix (k, M, B) and an optional percent or times sign; a range
+# is two of them joined by a dash or "to" written as "-", "–", "—", "~".
+_NUM = r"(?:\d{1,3}(?:,\d{3})+(?![\d])|\d+(?:\.\d+)?|\.\d+)"
+_NUMBER = re.compile(
+    rf"(?<![\w.])(?P<sign>[-−–]?)(?P<num>{_NUM})(?:\s?(?P<scale>[kKMB])(?![A-Za-z]))?"
+    rf"(?P<unit>\s?%|\s?[×x](?![A-Za-z]))?"
+    rf"(?:\s?(?P<dash>[-–—~])\s?(?P<num2>{_NUM})(?:\s?(?P<scale2>[kKMB])(?![A-Za-z]))?(?P<unit2>\s?%|\s?[×x](?![A-Za-z]))?)?"
+)
+# In the paper's text every run of digits counts, however it is glued to letters ("ResNet-50",
+# "F1", "Table 3a"): a summary that writes "ResNet-50" then finds its 50.
+_TEXT_NUMBER = re.compile(rf"(?P<num>{_NUM})(?:\s?(?P<scale>[kKMB])(?![a-z]))?")
+_SCALES = {"k": 1000, "K": 1000, "M": 1_000_000, "B": 1_000_000_000}
+_DIGIT = re.compile(r"\d")
+
+
+def _values(num: str, scale: str | None) -> set[Decimal]:
+    """The values a number written as `num` with `scale` may stand for: itself, and scaled."""
+    try:
+        value = Decimal(num.replace(",", ""))
+    except InvalidOperation:
+        return set()
+    out = {value.normalize()}
+    if scale:
+        out.add((value * _SCALES[scale]).normalize())
+    return out
+
+
+def paper_numbers(text: str) -> set[Decimal]:
+    """Every number in the paper's text, by value (signs dropped, "1.5k" also as 1500)."""
+    # A thousands separator is sometimes a thin space in print: "12 345" (before NFKC makes it a space).
+    text = re.sub(r"(?<=\d)[\u2009\u202f](?=\d{3}\b)", "", text)
+    text = unicodedata.normalize("NFKC", text)
+    found: set[Decimal] = set()
+    for m in _TEXT_NUMBER.finditer(text):
+        found |= _values(m["num"], m["scale"])
+        if "," in m["num"]:  # "1,2" in a list is two numbers, not one thousand and two
+            for part in m["num"].split(","):
+                found |= _values(part, None)
+    return found
+
+
+def numbers_in(text: str) -> list[tuple[str, list[set[Decimal]]]]:
+    """The numbers written with digits in a summary's text: (as written, the values of each end).
+
+    A range "10-20" is one item with two ends; "97.3%" is one end with the value 97.3.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    items = []
+    for m in _NUMBER.finditer(text):
+        ends = [_values(m["num"], m["scale"])]
+        if m["num2"]:
+            ends.append(_values(m["num2"], m["scale2"]))
+        written = m.group(0).strip()
+        items.append((written, ends))
+    return items
+
+
+def unsupported_numbers(texts: Iterable[str], paper_text: str) -> list[str]:
+    """The numbers in `texts` (as written there, each once) that are nowhere in `paper_text`.
+
+    Equivalent forms count as the same number: "12,345" = "12345", "1.5k" = "1,500", "97.3%" =
+    "97.3" (tables drop the sign), "−0.5" = "-0.5" = "0.5", "3×" = "3x" = "3", and a range is
+    found when both its ends are.
+    """
+    known = paper_numbers(paper_text)
+    out: list[str] = []
+    for text in texts:
+        for written, ends in numbers_in(text):
+            if not _DIGIT.search(written):
+                continue
+            if all(end & known for end in ends):
+                continue
+            if written not in out:
+                out.append(written)
+    return out
+
+
+# --- a summary --------------------------------------------------------------------------------
+
+
+def ground(content: SummaryContent, paper: Paper, full_text: str | None) -> SummaryContent:
+    """`content` with `evidence` (one per key takeaway, checked) and `unsupported_numbers` filled.
+
+    The quotes are those the summarizer proposed in `content.evidence` (aligned with the
+    takeaways; missing ones count as not found).
+    """
+    text = PaperText.of(paper, full_text)
+    proposed = [e.quote for e in (content.evidence or [])]
+    proposed += [None] * (len(content.key_takeaways) - len(proposed))
+    evidence = verify_quotes(proposed[: len(content.key_takeaways)], text)
+    numbers = unsupported_numbers([content.summary, *content.key_takeaways, content.results], text.raw)
+    return replace(content, evidence=evidence, unsupported_numbers=numbers)
