@@ -1,14 +1,15 @@
-"""The only module that speaks SQL: one SQLite file through aiosqlite, WAL, versioned migrations."""
+"""The only module that speaks SQL: SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg), versioned migrations."""
 
 from __future__ import annotations
 
 from bot.store.base import StoreBase
 from bot.store.chats import ChatStore
+from bot.store.claims import ClaimStore
 from bot.store.feed import FeedStore
 from bot.store.papers import PaperStore
 
 
-class Store(FeedStore, PaperStore, ChatStore, StoreBase):
+class Store(ClaimStore, FeedStore, PaperStore, ChatStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 

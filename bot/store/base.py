@@ -84,14 +84,16 @@ class StoreBase:
         await self.close()
 
     async def schema_version(self) -> int:
+        return max(await self._applied_versions(), default=0)
+
+    async def _applied_versions(self) -> set[int]:
         async with self.transaction() as db:
             await db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-            async with db.execute("SELECT MAX(version) FROM schema_migrations") as cur:
-                row = await cur.fetchone()
-        return int(row[0] or 0) if row else 0
+            async with db.execute("SELECT version FROM schema_migrations") as cur:
+                return {int(row[0]) for row in await cur.fetchall()}
 
     async def migrate(self, target: int | None = None) -> list[int]:
         """Apply the missing migrations, each in its own transaction; return those applied.
@@ -99,10 +101,12 @@ class StoreBase:
         The migrations are written for SQLite; on PostgreSQL each statement is translated at apply
         time (bot/store/backend.py), so a released step's text never changes.
         """
-        current = await self.schema_version()
+        # Every missing step, not only those above the newest: branches add steps in parallel, so a
+        # database may know step 8 before step 5 is merged.
+        done = await self._applied_versions()
         applied = []
         for version, description, sql in MIGRATIONS:
-            if version <= current or (target is not None and version > target):
+            if version in done or (target is not None and version > target):
                 continue
             async with self.transaction() as db:
                 # Another process may have applied this step since we looked.
