@@ -52,8 +52,12 @@ class PgCluster:
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
         if self.user is not None:
-            cmd = ["runuser", "-u", self.user, "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=60)
+            if shutil.which("runuser") or Path("/usr/sbin/runuser").exists():
+                cmd = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", self.user, "--", *cmd]
+            else:  # util-linux without runuser: setpriv does the same
+                cmd = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups", *cmd]
+        # In the cluster's directory: the server's user may not enter the caller's.
+        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=60, cwd=self.root)
 
     @classmethod
     def start(cls) -> PgCluster:
