@@ -104,13 +104,17 @@ class PgCluster:
         auth = "postgres" + (f":{password}" if password else "")
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
-        """A fresh, empty database; returns its URL."""
+    def new_database(self, icu_locale: str | None = None) -> str:
+        """A fresh, empty database (with `icu_locale`, e.g. 'en-US', as its default collation);
+        returns its URL."""
         self.databases += 1
         name = f"test_{self.databases}"
+        sql = f"CREATE DATABASE {name}"
+        if icu_locale:
+            sql += f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
         self._run(
             str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-            "-d", "postgres", "-q", "-c", f"CREATE DATABASE {name}",
+            "-d", "postgres", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql,
         )
         return self.url(name)
 

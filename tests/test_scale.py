@@ -110,6 +110,23 @@ async def test_migrations_on_postgres_make_identity_keys_and_run_once_with_two_p
         await b.close()
 
 
+async def test_text_sorts_bytewise_as_in_sqlite_whatever_the_database_locale(pg_cluster: Any) -> None:
+    """A database whose default collation is English (case- and punctuation-blind) still orders
+    ids and times as SQLite does: the push's order and `<` on ISO times must not change."""
+    try:
+        url = pg_cluster.new_database(icu_locale="en-US")
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"this PostgreSQL has no ICU collations: {exc.stderr.strip()}")
+    words = ["b", "B", "a-b", "ab", "a_c", "A", "2024-05-06T10:00:00+00:00", "2024-05-06T09:59:59.5+00:00"]
+    async with await Store.open(url) as store:
+        for w in words:
+            await store.execute("INSERT INTO topics(query, created_at) VALUES (?,?)", (w, "x"))
+        rows = await store.fetchall("SELECT query FROM topics ORDER BY query")
+        assert [r[0] for r in rows] == sorted(words)
+        english = await store.fetchall("SELECT q FROM (VALUES ('b'), ('B'), ('A')) v(q) ORDER BY q")
+        assert [r[0] for r in english] != sorted(["b", "B", "A"])  # the database's own collation differs
+
+
 async def test_a_transaction_that_fails_leaves_nothing_behind(db_target: str) -> None:
     async with await Store.open(db_target) as store:
         with pytest.raises(RuntimeError):
