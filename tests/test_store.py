@@ -126,3 +126,29 @@ async def test_the_quota_cannot_be_overrun_by_concurrent_requests(db_target: str
     async with await Store.open(db_target) as store:
         taken = await asyncio.gather(*(store.quota_take("telegram:7", 3) for _ in range(10)))
         assert sum(taken) == 3 and await store.quota_used("telegram:7") == 3
+
+
+async def test_mixin_code_in_the_aiosqlite_style_runs_on_both_backends(db_target: str) -> None:
+    """The calls store mixins make inside `transaction()`, with the same results on each backend."""
+    async with await Store.open(db_target) as store:
+        async with store.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO failures(at, kind, detail) VALUES (?,?,?) RETURNING id", ("t0", "poll", "x")
+            )
+            first = (await cur.fetchone())["id"]
+            before = db.total_changes
+            many = await db.executemany(
+                "INSERT INTO failures(at, kind, detail) VALUES (?,?,?)", [("t1", "push", "y"), ("t2", "push", "z")]
+            )
+            assert many.rowcount == 2 and db.total_changes - before == 2
+            async with db.execute("UPDATE failures SET detail=? WHERE kind=?", ("w", "push")) as cur:
+                assert cur.rowcount == 2
+            async with db.execute("SELECT id, kind FROM failures WHERE id>? ORDER BY id", (first,)) as cur:
+                rows = await cur.fetchall()
+            assert [(r[1], r["kind"]) for r in rows] == [("push", "push")] * 2
+            assert [r[0] for r in rows] == [first + 1, first + 2]
+            assert len(await db.execute_fetchall("SELECT * FROM failures")) == 3
+        # Outside a transaction: single statements, and a row count from execute().
+        assert await store.execute("DELETE FROM failures WHERE kind=?", ("push",)) == 2
+        assert [tuple(r) for r in await store.fetchall("SELECT kind, detail FROM failures")] == [("poll", "x")]
+        assert await store.recent_failures() == [("t0", "poll", "x")]

@@ -157,16 +157,14 @@ class StoreBase:
             return await cur.fetchone()
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Run one statement (atomic on its own); return SQLite's lastrowid, else the row count.
+        """Run one statement (atomic on its own); return how many rows it changed.
 
-        New code gets ids with `RETURNING id` and `fetchone` instead: PostgreSQL has no lastrowid.
+        A new row's id comes from `RETURNING id` with `fetchone`: PostgreSQL has no lastrowid.
         """
         conn = self._in_tx.get()
         # On SQLite's one connection a lone write must not slip into another task's transaction.
         async with contextlib.nullcontext() if conn is not None else self.backend.single():
             async with self.db.execute(sql, tuple(params)) as cur:
-                if cur.lastrowid is not None:
-                    return cur.lastrowid or 0
                 return max(cur.rowcount, 0)
 
     async def get_meta(self, key: str) -> str | None:
