@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,18 @@ class StoreBase:
         self.path = path if path is not None else getattr(db, "path", None)
         self._in_tx: ContextVar[Any] = ContextVar(f"paperbot_tx_{id(self)}", default=None)
 
+    def _tx_conn(self) -> Any | None:
+        """The connection of this task's open transaction, if any. A task started inside a
+        transaction inherits the context, not the transaction: it gets None."""
+        tx = self._in_tx.get()
+        if tx is None or not tx.open or tx.task is not asyncio.current_task():
+            return None
+        return tx.conn
+
     @property
     def db(self) -> Any:
         """The connection of the current transaction, else the one single statements run on."""
-        return self._in_tx.get() or self.backend.auto
+        return self._tx_conn() or self.backend.auto
 
     @property
     def dialect(self) -> str:
@@ -128,15 +137,17 @@ class StoreBase:
         """One write transaction, alone among all processes on the database (SQLite's
         BEGIN IMMEDIATE, PostgreSQL's advisory transaction lock); committed at the end of the
         block, rolled back if it raises. Nested use joins the outer transaction."""
-        outer = self._in_tx.get()
+        outer = self._tx_conn()
         if outer is not None:
             yield outer
             return
         async with self.backend.transaction() as conn:
-            token = self._in_tx.set(conn)
+            tx = _Tx(conn, asyncio.current_task())
+            token = self._in_tx.set(tx)
             try:
                 yield conn
             finally:
+                tx.open = False
                 self._in_tx.reset(token)
 
     def try_lock(self, name: str) -> contextlib.AbstractAsyncContextManager[bool]:
@@ -161,7 +172,7 @@ class StoreBase:
 
         A new row's id comes from `RETURNING id` with `fetchone`: PostgreSQL has no lastrowid.
         """
-        conn = self._in_tx.get()
+        conn = self._tx_conn()
         # On SQLite's one connection a lone write must not slip into another task's transaction.
         async with contextlib.nullcontext() if conn is not None else self.backend.single():
             async with self.db.execute(sql, tuple(params)) as cur:
@@ -187,6 +198,15 @@ class StoreBase:
             "SELECT at, kind, detail FROM failures ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [(r["at"], r["kind"], r["detail"]) for r in rows]
+
+
+class _Tx:
+    """A transaction in progress: its connection, and the task it belongs to."""
+
+    def __init__(self, conn: Any, task: asyncio.Task[Any] | None) -> None:
+        self.conn = conn
+        self.task = task
+        self.open = True
 
 
 def _statements(sql: str) -> list[str]:
