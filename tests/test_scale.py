@@ -280,20 +280,43 @@ async def test_a_push_that_finds_another_pushing_gives_way(
 def test_paperbot_push_and_poll_exit_0_when_another_process_has_the_work(
     pg_cluster: Any, tmp_path: Path, fake_arxiv: FakeArxiv
 ) -> None:
-    """On PostgreSQL, through the CLI: busy `push`/`poll` exit 0 with one line; `status` shows
-    the database without its password, and neither shows it anywhere."""
+    """On PostgreSQL, through the CLI: `poll` and `push` deliver to the fake Bot API; busy ones
+    exit 0 with one line; `status` shows the database without its password, and nothing shows it."""
+    from tests.fakes.telegram import TOKEN, FakeTelegram
+
     password = "pw-never-shown-7731"
     url = pg_cluster.new_database().replace("postgres@", f"postgres:{password}@")  # trust auth ignores it
-    env = subprocess_env({**env_for(tmp_path, fake_arxiv), "PAPERBOT_DB": url})
+    tg = FakeTelegram()
+    tg.__enter__()
+    tg.private_chat(tg.user(4242))
+    env = subprocess_env(
+        {**env_for(tmp_path, fake_arxiv), "PAPERBOT_DB": url, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": tg.url}
+    )
 
     def paperbot(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "bot", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
         )
 
+    async def subscribe_4242() -> None:
+        async with await Store.open(url) as store:
+            chat = await store.ensure_chat(Chat(Platform.TELEGRAM, "4242", ChatKind.PRIVATE))
+            await store.add_topic(chat.id, "cat:cs.CV")  # type: ignore[arg-type]
+
+    try:
+        asyncio.run(subscribe_4242())
+        fake_arxiv.set_listing("cs.CV", MONDAY, add_papers(fake_arxiv, "20", ["Diffusion A"]))
+        polled, pushed, again = paperbot("poll"), paperbot("push", "--now"), paperbot("push", "--now")
+        assert polled.stdout.startswith("announcement of 2024-05-06: 1 listed, 1 matched"), polled.stderr
+        assert (pushed.stdout, again.stdout) == ("pushed 1 paper(s) to 1 chat(s)\n", "nothing to push\n")
+        assert len(tg.calls_to("sendMessage", 4242)) == 2  # the header and the paper
+    finally:
+        tg.__exit__(None, None, None)
+
     status = paperbot("status")
     assert status.returncode == 0, status.stderr
     assert f"PostgreSQL postgresql://postgres:***@127.0.0.1:{pg_cluster.port}/" in status.stdout
+    assert "chats:          1 (1 active)" in status.stdout
 
     async def hold_and_run() -> list[subprocess.CompletedProcess[str]]:
         async with await Store.open(url) as store:
@@ -309,7 +332,7 @@ def test_paperbot_push_and_poll_exit_0_when_another_process_has_the_work(
         env={**env, "PAPERBOT_DB": f"postgresql://postgres:{password}@127.0.0.1:1/nowhere"},
     )
     assert down.returncode == 1 and "cannot connect to PostgreSQL at postgresql://postgres:***@127.0.0.1:1/nowhere" in down.stderr
-    for result in (status, push, poll, down):
+    for result in (polled, pushed, status, push, poll, down):
         assert password not in result.stdout + result.stderr
 
 
