@@ -437,3 +437,35 @@ async def test_two_claimers_of_ledger_rows_never_get_the_same_row(db_target: str
         rows = await b.ledger_rows(chat.id)
         assert {(d.status, d.attempts) for d in rows} == {(DeliveryStatus.SENDING, 1)}
         assert await a.ledger_claim(ids) == []
+
+
+async def test_a_table_rebuilt_the_sqlite_way_keeps_handing_out_new_ids(
+    db_target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later migration that rebuilds a table (new table, rows copied with their ids, rename), as
+    SQLite needs for most schema changes, runs on PostgreSQL too, and new rows get fresh ids."""
+    import bot.store.base as base
+    from bot.store.migrations import MIGRATIONS
+
+    async with await Store.open(db_target) as store:
+        for n in range(3):
+            await store.record_failure("poll", f"f{n}")
+    rebuild = """
+        PRAGMA foreign_keys=OFF;
+        CREATE TABLE failures_new (
+            id     INTEGER PRIMARY KEY,
+            at     TEXT NOT NULL,
+            kind   TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            seen   INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO failures_new(id, at, kind, detail) SELECT id, at, kind, detail FROM failures;
+        DROP TABLE failures;
+        ALTER TABLE failures_new RENAME TO failures;
+    """
+    monkeypatch.setattr(base, "MIGRATIONS", [*MIGRATIONS, (999, "rebuild failures", rebuild)])
+    async with await Store.open(db_target) as store:
+        assert await store.schema_version() == 999
+        await store.record_failure("push", "after the rebuild")
+        rows = await store.fetchall("SELECT id, detail, seen FROM failures ORDER BY id")
+        assert [tuple(r) for r in rows] == [(1, "f0", 0), (2, "f1", 0), (3, "f2", 0), (4, "after the rebuild", 0)]

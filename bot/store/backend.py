@@ -294,6 +294,14 @@ class Backend:
         """Held around a single write outside a transaction."""
         return contextlib.nullcontext()
 
+    def migration_statement(self, statement: str) -> str | None:
+        """A migration's statement in this backend's dialect; None: nothing to run here."""
+        return statement
+
+    async def after_migration(self, conn: Any) -> None:
+        """Run in a migration's transaction after its statements."""
+        return None
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -399,6 +407,26 @@ class PostgresBackend(Backend):
 
     def describe(self) -> str:
         return f"PostgreSQL {redact_url(self.url)}"
+
+    def migration_statement(self, statement: str) -> str | None:
+        # PRAGMAs (e.g. foreign_keys=OFF around a table rebuild) are SQLite's own settings.
+        if statement.lstrip().upper().startswith("PRAGMA"):
+            return None
+        return translate_ddl(statement)
+
+    async def after_migration(self, conn: Any) -> None:
+        """Move every identity column's sequence past the ids in its table: a migration that
+        rebuilds a table SQLite's way (create, copy rows with their ids, drop, rename) leaves it
+        at 1, and the next insert would collide. SQLite takes max(id)+1 by itself."""
+        rows = await conn.execute_fetchall(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema=current_schema() AND is_identity='YES'"
+        )
+        for table, column in rows:
+            await conn.execute(
+                f'SELECT setval(pg_get_serial_sequence(\'"{table}"\', \'{column}\'), '
+                f'COALESCE((SELECT MAX("{column}") FROM "{table}"), 0) + 1, false)'
+            )
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresConnection]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiosqlite
 
-from bot.store.backend import Backend, SqliteBackend, open_backend, translate_ddl
+from bot.store.backend import Backend, SqliteBackend, open_backend
 from bot.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,10 @@ class StoreBase:
                     if await cur.fetchone() is not None:
                         continue
                 for statement in _statements(sql):
-                    await db.execute(translate_ddl(statement) if self.dialect == "postgresql" else statement)
+                    translated = self.backend.migration_statement(statement)
+                    if translated is not None:
+                        await db.execute(translated)
+                await self.backend.after_migration(db)
                 await db.execute(
                     "INSERT INTO schema_migrations(version, description, applied_at) VALUES (?,?,?)",
                     (version, description, now_iso()),
