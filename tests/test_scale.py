@@ -469,3 +469,23 @@ async def test_a_table_rebuilt_the_sqlite_way_keeps_handing_out_new_ids(
         await store.record_failure("push", "after the rebuild")
         rows = await store.fetchall("SELECT id, detail, seen FROM failures ORDER BY id")
         assert [tuple(r) for r in rows] == [(1, "f0", 0), (2, "f1", 0), (3, "f2", 0), (4, "after the rebuild", 0)]
+
+
+async def test_a_live_owner_keeps_its_claim_past_the_ttl(db_target: str) -> None:
+    """A summary that takes longer than the claim's ttl (a long queue, a slow LLM) is still made
+    once: its owner extends the claim while it works."""
+    paper = _paper()
+    gate = asyncio.Event()
+    async with await Store.open(db_target) as store_a, await Store.open(db_target) as store_b:
+        await store_a.upsert_paper(paper)
+        llm_a, llm_b = CountingSummarizer(gate), CountingSummarizer(gate)
+        a = SummaryService(store_a, llm_a, claim_ttl=0.3, claim_poll=0.02)
+        b = SummaryService(store_b, llm_b, claim_ttl=0.3, claim_poll=0.02)
+        first = asyncio.create_task(a.summarize(paper, "en"))
+        await asyncio.wait_for(llm_a.entered.wait(), 10)
+        second = asyncio.create_task(b.summarize(paper, "en"))
+        await asyncio.sleep(1.0)  # three ttls
+        assert llm_b.calls == [] and not second.done()
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert (len(llm_a.calls), len(llm_b.calls)) == (1, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -48,7 +49,7 @@ class SummaryService:
         fallback: ExtractiveSummarizer | None = None,
         text_source: Callable[[Paper], Awaitable[str | None]] | None = None,
         max_concurrency: int = 4,
-        claim_ttl: float = 300.0,
+        claim_ttl: float = 60.0,
         claim_poll: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -59,7 +60,8 @@ class SummaryService:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._inflight: dict[CacheKey, asyncio.Task[Summary]] = {}
         # Across processes on one database (SPEC "Scale"): the claim row of a key being made.
-        # ttl (s) outlasts a primary call with its retries; poll (s) is how often a waiter looks.
+        # Its owner extends it every ttl/3 s while it works, so only a dead owner's claim lapses,
+        # after at most ttl (s); poll (s) is how often a waiter looks.
         self.claim_ttl = claim_ttl
         self.claim_poll = claim_poll
         self.clock = clock
@@ -111,10 +113,24 @@ class SummaryService:
             if await self.store.claim_summary(key, self.owner, timedelta(seconds=self.claim_ttl), self.clock()):
                 break
             await asyncio.sleep(self.claim_poll)
+        heartbeat = asyncio.create_task(self._keep_claim(key))
         try:
             return await self._produce(paper, language, key)
         finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
             await self.store.release_summary_claim(key, self.owner)
+
+    async def _keep_claim(self, key: CacheKey) -> None:
+        """Extend this process's claim on `key` while it works on it (a queue of summaries can
+        outlast the claim's ttl)."""
+        while True:
+            await asyncio.sleep(self.claim_ttl / 3)
+            try:
+                await self.store.claim_summary(key, self.owner, timedelta(seconds=self.claim_ttl), self.clock())
+            except Exception as exc:  # noqa: BLE001 - at worst another process makes it too
+                log.warning("could not extend the claim on the summary of %s: %s", key[0], exc)
 
     async def _produce(self, paper: Paper, language: str, key: CacheKey) -> Summary:
         # A request that lost the race with a just-finished call finds its result here.
