@@ -65,7 +65,7 @@ def _settings() -> tuple[Settings, RedactingFilter]:
             settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key, settings.openai_api_key
         )
         if s is not None
-    ]
+    ] + ([settings.db_password] if settings.db_password else [])
     return settings, setup_logging(settings.log_level, secrets)
 
 
@@ -251,9 +251,12 @@ def push(
     """Deliver the digests that are due (with --now: everything pending); then exit."""
 
     async def body(c: Any) -> str:
-        from bot.delivery import push_once
+        from bot.delivery import PushBusy, push_once
 
-        report = await push_once(c, force=now)
+        try:
+            report = await push_once(c, force=now, wait=False)
+        except PushBusy as exc:  # SPEC "Scale": the work is taken by another process; exit 0
+            return str(exc)
         return str(report)
 
     sys.stdout.write(_run(lambda s: _with_components(s, body)) + "\n")
@@ -269,7 +272,7 @@ def status() -> None:
         async with await Store.open(settings.db_path) as store:
             total, active = await store.count_chats()
             rows = [
-                ("database", str(settings.db_path)),
+                ("database", store.describe()),
                 ("summarizer", settings.model_name),
                 ("chats", f"{total} ({active} active)"),
                 ("subscriptions", str(await store.count_subscriptions())),

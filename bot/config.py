@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     openai_model: str | None = Field(None, alias="OPENAI_MODEL")
     arxiv_api_url: str = Field("https://export.arxiv.org/api/query", alias="ARXIV_API_URL")
     arxiv_rss_url: str = Field("https://rss.arxiv.org/rss", alias="ARXIV_RSS_URL")
-    db_path: Path = Field(Path("data/paperbot.db"), alias="PAPERBOT_DB")
+    # A file path (SQLite), or a PostgreSQL URL kept as text (a Path would fold its `//`).
+    db_path: Path | str = Field(Path("data/paperbot.db"), alias="PAPERBOT_DB")
     cache_dir: Path = Field(Path("data/cache"), alias="PAPERBOT_CACHE_DIR")
     timezone: str = Field("UTC", alias="PAPERBOT_TIMEZONE")
     push_time: str = Field("09:00", alias="PAPERBOT_PUSH_TIME")
@@ -116,6 +117,36 @@ class Settings(BaseSettings):
     def _time(cls, v: str) -> str:
         h, m = parse_hhmm(v)
         return f"{h:02d}:{m:02d}"
+
+    @field_validator("db_path", mode="before")
+    @classmethod
+    def _db(cls, v: object) -> object:
+        if isinstance(v, str) and "://" in v:
+            scheme = v.split("://", 1)[0].lower()
+            if scheme not in ("postgresql", "postgres"):
+                # The value is not repeated: a URL may hold a password.
+                raise ValueError(
+                    f"a URL must be a PostgreSQL one, postgresql://user:password@host:5432/dbname (got {scheme}://...);"
+                    " or give an SQLite file path such as data/paperbot.db"
+                )
+            try:
+                parts = urlsplit(v)
+                parts.port  # noqa: B018 - raises on a port that is not a number
+            except ValueError:
+                raise ValueError(
+                    "not a valid PostgreSQL URL; expected postgresql://user:password@host:5432/dbname"
+                ) from None
+            if not parts.path.strip("/"):
+                raise ValueError("the PostgreSQL URL names no database; expected postgresql://user:password@host:5432/dbname")
+            return v
+        return Path(v) if isinstance(v, str) else v
+
+    @property
+    def db_password(self) -> str | None:
+        """The password inside a PostgreSQL `PAPERBOT_DB`, so that logs and errors can hide it."""
+        from bot.store.backend import url_password
+
+        return url_password(self.db_path)
 
     @field_validator(
         "telegram_bot_token", "discord_bot_token", "gemini_api_key", "openai_api_key", "openai_model", mode="before"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -124,34 +123,38 @@ async def push_once(
     force: bool = False,
     senders: Mapping[Platform, Sender] | None = None,
     clock: Callable[[], datetime] = now_utc,
+    wait: bool = True,
 ) -> PushReport:
-    """Send every due push (with `force`, everything pending, whatever the time)."""
-    async with _push_lock(c.settings.db_path):
+    """Send every due push (with `force`, everything pending, whatever the time).
+
+    Another process pushing on the same database is waited for; with `wait=False` it raises
+    PushBusy instead (`paperbot push` then has nothing to do).
+    """
+    async with _push_lock(c, wait=wait):
         return await _push_once(c, force=force, senders=senders, clock=clock)
 
 
-@contextlib.asynccontextmanager
-async def _push_lock(db_path: Path) -> AsyncIterator[None]:
-    """One pusher per database: `paperbot push` from cron beside `paperbot run` must not send twice.
+class PushBusy(Exception):
+    """Another process holds the database's push lock: the push is taken care of."""
 
-    An advisory lock on a file next to the database; the kernel drops it if the process dies.
+
+@contextlib.asynccontextmanager
+async def _push_lock(c: Components, *, wait: bool = True) -> AsyncIterator[None]:
+    """One pusher per database: `paperbot push` from cron beside `paperbot run`, or several
+    replicas on one PostgreSQL database, must not send twice.
+
+    The store's `push` lock (a file lock beside an SQLite database, an advisory lock on
+    PostgreSQL); it goes with the process if that dies.
     """
-    if str(db_path) == ":memory:":
-        yield
-        return
-    lock_path = Path(f"{db_path}.push.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    while True:
+        async with c.store.try_lock("push") as got:
+            if got:
+                yield
+                return
+        if not wait:
+            raise PushBusy("another process is pushing on this database; nothing to do here")
+        # Each try on PostgreSQL opens a connection: look less often than at a local file.
+        await asyncio.sleep(0.2 if c.store.dialect == "sqlite" else 1.0)
 
 
 async def _push_once(

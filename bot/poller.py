@@ -52,12 +52,15 @@ class PollReport:
     empty: int = 0  # feeds without an announcement today (weekend, holiday)
     failures: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # feed requests arXiv refused (HTTP 400)
+    busy: bool = False  # another process was polling this database: this cycle did nothing
 
     @property
     def requests(self) -> int:
         return self.listing_requests + self.api_requests
 
     def __str__(self) -> str:
+        if self.busy:
+            return "another process is polling this database; nothing to do here"
         if self.announced is not None:
             head = (
                 f"announcement of {self.announced}: {self.listed} listed, {self.matched} matched "
@@ -120,6 +123,14 @@ class Poller:
         self.clock = clock
 
     async def run_once(self, progress: Callable[[str], None] | None = None) -> PollReport:
+        """One cycle, unless another process (a replica, a cron `poll`) is polling this database:
+        then nothing is done and the report says `busy`."""
+        async with self.store.try_lock("poll") as got:
+            if not got:
+                return PollReport(busy=True)
+            return await self._run_once(progress)
+
+    async def _run_once(self, progress: Callable[[str], None] | None = None) -> PollReport:
         say = progress or (lambda _msg: None)
         report = PollReport()
         started = now_iso()

@@ -86,3 +86,35 @@ def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_NAMES}
     env.update(extra)
     return env
+
+
+# --- databases: SQLite, and a real PostgreSQL server the tests start themselves -------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """One throwaway PostgreSQL cluster for the session; the PostgreSQL tests skip without one."""
+    from tests.pgserver import PgCluster
+
+    try:
+        cluster = PgCluster.start()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> str:
+    """The URL of a fresh, empty PostgreSQL database."""
+    return pg_cluster.new_database()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """`PAPERBOT_DB` of a fresh database of each backend: a file path, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "p.db")
+    return request.getfixturevalue("pg_url")

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import sqlite3
-
-import aiosqlite
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.models import Chat, ChatKind, Paper, Platform
 from bot.store import Store
+from bot.store.backend import open_backend
 from bot.store.migrations import LATEST, MIGRATIONS
 
 
@@ -35,20 +33,17 @@ async def test_fresh_database_has_wal_foreign_keys_and_latest_schema(tmp_path: P
         assert row[0] == 1
 
 
-async def test_migrating_an_existing_database_keeps_its_rows(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
+async def test_migrating_an_existing_database_keeps_its_rows(db_target: str) -> None:
     # A database as version 1 of the project left it, with a chat, a topic and a paper.
-    db = await aiosqlite.connect(str(path), isolation_level=None)
-    db.row_factory = aiosqlite.Row
-    store = Store(db, path)
+    store = Store(await open_backend(db_target), db_target)
     assert await store.migrate(target=1) == [1]
     chat = await store.ensure_chat(Chat(Platform.TELEGRAM, "42", ChatKind.PRIVATE, language="zh"))
     await store.add_topic(chat.id, "cat:cs.CV")
     await store.upsert_paper(_paper())
+    assert (await store.fetchone("SELECT MAX(version) FROM schema_migrations"))[0] == 1
     await store.close()
-    assert sqlite3.connect(path).execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 1
 
-    async with await Store.open(path) as store:
+    async with await Store.open(db_target) as store:
         assert await store.schema_version() == LATEST == MIGRATIONS[-1][0]
         chat2 = await store.get_chat(Platform.TELEGRAM, "42")
         assert chat2 is not None and chat2.language == "zh"
@@ -58,16 +53,16 @@ async def test_migrating_an_existing_database_keeps_its_rows(tmp_path: Path) -> 
         assert await store.quota_used("telegram:1") == 1
 
 
-async def test_older_version_never_overwrites_newer(tmp_path: Path) -> None:
-    async with await Store.open(tmp_path / "p.db") as store:
+async def test_older_version_never_overwrites_newer(db_target: str) -> None:
+    async with await Store.open(db_target) as store:
         assert await store.upsert_paper(_paper(2)) is True
         assert await store.upsert_paper(_paper(1)) is False
         assert (await store.get_paper("2405.01872")).version == 2
         assert await store.get_paper("2405.01872", 1) is None
 
 
-async def test_topics_are_shared_rows_and_chat_migration_keeps_them(tmp_path: Path) -> None:
-    async with await Store.open(tmp_path / "p.db") as store:
+async def test_topics_are_shared_rows_and_chat_migration_keeps_them(db_target: str) -> None:
+    async with await Store.open(db_target) as store:
         a = await store.ensure_chat(Chat(Platform.TELEGRAM, "-1", ChatKind.GROUP))
         b = await store.ensure_chat(Chat(Platform.TELEGRAM, "-2", ChatKind.GROUP))
         t1, created = await store.add_topic(a.id, "cat:cs.CV")
@@ -105,10 +100,10 @@ def test_a_file_that_is_not_a_database_is_one_error_line_and_the_process_ends(tm
     assert result.returncode == 1 and "file is not a database" in result.stderr
 
 
-async def test_a_topic_removed_during_a_poll_does_not_abort_the_others(tmp_path: Path) -> None:
+async def test_a_topic_removed_during_a_poll_does_not_abort_the_others(db_target: str) -> None:
     from datetime import date
 
-    async with await Store.open(tmp_path / "p.db") as store:
+    async with await Store.open(db_target) as store:
         await store.upsert_paper(_paper())
         a = await store.ensure_chat(Chat(Platform.TELEGRAM, "1", ChatKind.PRIVATE))
         kept, _ = await store.add_topic(a.id, "cat:cs.CV")
@@ -125,9 +120,35 @@ async def test_a_topic_removed_during_a_poll_does_not_abort_the_others(tmp_path:
         assert kept.query == "cat:cs.CV"
 
 
-async def test_the_quota_cannot_be_overrun_by_concurrent_requests(tmp_path: Path) -> None:
+async def test_the_quota_cannot_be_overrun_by_concurrent_requests(db_target: str) -> None:
     import asyncio
 
-    async with await Store.open(tmp_path / "p.db") as store:
+    async with await Store.open(db_target) as store:
         taken = await asyncio.gather(*(store.quota_take("telegram:7", 3) for _ in range(10)))
         assert sum(taken) == 3 and await store.quota_used("telegram:7") == 3
+
+
+async def test_mixin_code_in_the_aiosqlite_style_runs_on_both_backends(db_target: str) -> None:
+    """The calls store mixins make inside `transaction()`, with the same results on each backend."""
+    async with await Store.open(db_target) as store:
+        async with store.transaction() as db:
+            cur = await db.execute(
+                "INSERT INTO failures(at, kind, detail) VALUES (?,?,?) RETURNING id", ("t0", "poll", "x")
+            )
+            first = (await cur.fetchone())["id"]
+            before = db.total_changes
+            many = await db.executemany(
+                "INSERT INTO failures(at, kind, detail) VALUES (?,?,?)", [("t1", "push", "y"), ("t2", "push", "z")]
+            )
+            assert many.rowcount == 2 and db.total_changes - before == 2
+            async with db.execute("UPDATE failures SET detail=? WHERE kind=?", ("w", "push")) as cur:
+                assert cur.rowcount == 2
+            async with db.execute("SELECT id, kind FROM failures WHERE id>? ORDER BY id", (first,)) as cur:
+                rows = await cur.fetchall()
+            assert [(r[1], r["kind"]) for r in rows] == [("push", "push")] * 2
+            assert [r[0] for r in rows] == [first + 1, first + 2]
+            assert len(await db.execute_fetchall("SELECT * FROM failures")) == 3
+        # Outside a transaction: single statements, and a row count from execute().
+        assert await store.execute("DELETE FROM failures WHERE kind=?", ("push",)) == 2
+        assert [tuple(r) for r in await store.fetchall("SELECT kind, detail FROM failures")] == [("poll", "x")]
+        assert await store.recent_failures() == [("t0", "poll", "x")]

@@ -1,16 +1,17 @@
-"""The only module that speaks SQL: one SQLite file through aiosqlite, WAL, versioned migrations."""
+"""The only module that speaks SQL: SQLite (aiosqlite, WAL) or PostgreSQL (asyncpg), versioned migrations."""
 
 from __future__ import annotations
 
 from bot.store.base import StoreBase
 from bot.store.chats import ChatStore
+from bot.store.claims import ClaimStore
 from bot.store.feed import FeedStore
 from bot.store.papers import PaperStore
 from bot.store.posts import PostStore
 from bot.store.usage import UsageStore
 
 
-class Store(UsageStore, FeedStore, PaperStore, PostStore, ChatStore, StoreBase):
+class Store(ClaimStore, UsageStore, FeedStore, PaperStore, PostStore, ChatStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 

@@ -93,11 +93,16 @@ class ChatStore(StoreBase):
                     old = await cur.fetchone()
                 if old is None:
                     return
+                # Rows the old chat has too stay with it; the new id's copies go with its chat row.
                 await db.execute(
-                    "UPDATE OR IGNORE subscriptions SET chat_pk=? WHERE chat_pk=?", (old[0], existing[0])
+                    "UPDATE subscriptions SET chat_pk=? WHERE chat_pk=? AND topic_id NOT IN "
+                    "(SELECT topic_id FROM subscriptions WHERE chat_pk=?)",
+                    (old[0], existing[0], old[0]),
                 )
                 await db.execute(
-                    "UPDATE OR IGNORE deliveries SET chat_pk=? WHERE chat_pk=?", (old[0], existing[0])
+                    "UPDATE deliveries SET chat_pk=? WHERE chat_pk=? AND arxiv_id NOT IN "
+                    "(SELECT arxiv_id FROM deliveries WHERE chat_pk=?)",
+                    (old[0], existing[0], old[0]),
                 )
                 await db.execute("DELETE FROM chats WHERE id=?", (existing[0],))
             await db.execute(
@@ -119,13 +124,14 @@ class ChatStore(StoreBase):
         """Subscribe a chat to a (normalized) query; return the topic and whether it is new."""
         async with self.transaction() as db:
             await db.execute(
-                "INSERT OR IGNORE INTO topics(query, created_at) VALUES (?,?)", (query, now_iso())
+                "INSERT INTO topics(query, created_at) VALUES (?,?) ON CONFLICT(query) DO NOTHING", (query, now_iso())
             )
             async with db.execute("SELECT id FROM topics WHERE query=?", (query,)) as cur:
                 topic_row = await cur.fetchone()
             assert topic_row is not None
             async with db.execute(
-                "INSERT OR IGNORE INTO subscriptions(chat_pk, topic_id, created_at, since) VALUES (?,?,?,?)",
+                "INSERT INTO subscriptions(chat_pk, topic_id, created_at, since) VALUES (?,?,?,?) "
+                "ON CONFLICT(chat_pk, topic_id) DO NOTHING",
                 (chat_pk, topic_row[0], now_iso(), since),
             ) as cur:
                 created = cur.rowcount == 1

@@ -88,10 +88,12 @@ class FeedStore(StoreBase):
         async with self.transaction() as db:
             before = db.total_changes
             # A topic whose last subscriber left during the poll is gone: skip its matches
-            # (OR IGNORE does not cover foreign-key failures, which would abort the whole poll).
+            # (ON CONFLICT does not cover foreign-key failures, which would abort the whole poll).
+            # The casts type the selected parameters for PostgreSQL, which would take them as text.
             await db.executemany(
-                "INSERT OR IGNORE INTO matches(topic_id, arxiv_id, announced) "
-                "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM topics WHERE id=?)",
+                "INSERT INTO matches(topic_id, arxiv_id, announced) "
+                "SELECT CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT) "
+                "WHERE EXISTS (SELECT 1 FROM topics WHERE id=?) ON CONFLICT DO NOTHING",
                 [(t, a, d.isoformat(), t) for t, a, d in rows],
             )
             return db.total_changes - before
@@ -146,8 +148,8 @@ class FeedStore(StoreBase):
         at = now_iso()
         async with self.transaction() as db:
             await db.executemany(
-                "INSERT OR IGNORE INTO deliveries(chat_pk, arxiv_id, announced, topic_query, status, created_at) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT INTO deliveries(chat_pk, arxiv_id, announced, topic_query, status, created_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(chat_pk, arxiv_id) DO NOTHING",
                 [(chat_pk, a, d.isoformat(), q, DeliveryStatus.PENDING, at) for a, d, q in rows],
             )
 

@@ -174,6 +174,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX llm_calls_at ON llm_calls(at);
         """,
     ),
+    (
+        8,
+        "summary claims: one process at a time makes a summary",
+        """
+        -- A process about to ask the LLM for a summary claims its key first; the others wait for
+        -- the summary to appear, or take over once `expires_at` has passed.
+        CREATE TABLE summary_claims (
+            arxiv_id       TEXT NOT NULL,
+            version        INTEGER NOT NULL,
+            language       TEXT NOT NULL,
+            model          TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            owner          TEXT NOT NULL,           -- host:pid:random of the claiming process
+            expires_at     TEXT NOT NULL,           -- ISO 8601 UTC, microseconds
+            PRIMARY KEY (arxiv_id, version, language, model, prompt_version)
+        );
+        """,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

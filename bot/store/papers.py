@@ -115,8 +115,11 @@ class PaperStore(StoreBase):
     async def put_summary(self, summary: Summary, model: str) -> None:
         p = summary.paper
         await self.execute(
-            "INSERT OR REPLACE INTO summaries(arxiv_id, version, language, model, prompt_version, "
-            "content, generated_by, full_text_used, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO summaries(arxiv_id, version, language, model, prompt_version, "
+            "content, generated_by, full_text_used, created_at) VALUES (?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(arxiv_id, version, language, model, prompt_version) DO UPDATE SET "
+            "content=excluded.content, generated_by=excluded.generated_by, "
+            "full_text_used=excluded.full_text_used, created_at=excluded.created_at",
             (
                 p.arxiv_id,
                 p.version,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bot.grounding import ground
 from bot.models import Paper, Summary, SummaryContent
@@ -46,6 +50,9 @@ class SummaryService:
         fallback: ExtractiveSummarizer | None = None,
         text_source: Callable[[Paper], Awaitable[str | None]] | None = None,
         max_concurrency: int = 4,
+        claim_ttl: float = 60.0,
+        claim_poll: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.primary = primary
@@ -53,6 +60,13 @@ class SummaryService:
         self.text_source = text_source
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._inflight: dict[CacheKey, asyncio.Task[Summary]] = {}
+        # Across processes on one database (SPEC "Scale"): the claim row of a key being made.
+        # Its owner extends it every ttl/3 s while it works, so only a dead owner's claim lapses,
+        # after at most ttl (s); poll (s) is how often a waiter looks.
+        self.claim_ttl = claim_ttl
+        self.claim_poll = claim_poll
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def cached(self, paper: Paper, language: str) -> Summary | None:
         """The primary summarizer's stored summary, if any (a fallback result does not count)."""
@@ -74,7 +88,7 @@ class SummaryService:
             return hit
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.create_task(self._produce(paper, lang, key))
+            task = asyncio.create_task(self._single_flight(paper, lang, key))
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._forget(key, t))
         # Each waiter gets its own copy: callers attach their own images to it.
@@ -89,6 +103,35 @@ class SummaryService:
     async def _get(self, paper: Paper, key: CacheKey) -> Summary | None:
         _, _, language, model_key, prompt_version = key
         return await self.store.get_summary(paper, language, model_key, prompt_version)
+
+    async def _single_flight(self, paper: Paper, language: str, key: CacheKey) -> Summary:
+        """`_produce`, by one process at a time: a process that finds another's claim on the key
+        waits for that summary to appear, and takes over if the claim expires first (its owner died)."""
+        while True:
+            hit = await self._get(paper, key)
+            if hit is not None:
+                return hit
+            if await self.store.claim_summary(key, self.owner, timedelta(seconds=self.claim_ttl), self.clock()):
+                break
+            await asyncio.sleep(self.claim_poll)
+        heartbeat = asyncio.create_task(self._keep_claim(key))
+        try:
+            return await self._produce(paper, language, key)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self.store.release_summary_claim(key, self.owner)
+
+    async def _keep_claim(self, key: CacheKey) -> None:
+        """Extend this process's claim on `key` while it works on it (a queue of summaries can
+        outlast the claim's ttl)."""
+        while True:
+            await asyncio.sleep(self.claim_ttl / 3)
+            try:
+                await self.store.claim_summary(key, self.owner, timedelta(seconds=self.claim_ttl), self.clock())
+            except Exception as exc:  # noqa: BLE001 - at worst another process makes it too
+                log.warning("could not extend the claim on the summary of %s: %s", key[0], exc)
 
     async def _produce(self, paper: Paper, language: str, key: CacheKey) -> Summary:
         # A request that lost the race with a just-finished call finds its result here.
