@@ -61,7 +61,10 @@ def _settings() -> tuple[Settings, RedactingFilter]:
         raise Fail(str(exc), 2) from None
     secrets = [
         s.get_secret_value()
-        for s in (settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key)
+        for s in (
+            settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key,
+            settings.telegram_webhook_secret,
+        )
         if s is not None
     ]
     return settings, setup_logging(settings.log_level, secrets)

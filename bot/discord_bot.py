@@ -57,6 +57,14 @@ class PaperBot(discord.Client):
     async def setup_hook(self) -> None:
         self.add_dynamic_items(BreakdownButton)
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # Every slash command and button passes here first (discord.py dispatches it besides the tree).
+        data: Any = interaction.data or {}
+        if interaction.type is discord.InteractionType.application_command:
+            self.c.metrics.request(Platform.DISCORD, str(data.get("name", "unknown")))
+        elif str(data.get("custom_id", "")).startswith("bd|"):
+            self.c.metrics.request(Platform.DISCORD, "breakdown")
+
     async def _on_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:

@@ -260,14 +260,15 @@ class TelegramBot:
             "settings": TelegramBot.cmd_settings, "digest": TelegramBot.cmd_digest,
         }
         for name, command in commands.items():
-            app.add_handler(CommandHandler(name, self._runner(command), filters=scope))
+            app.add_handler(CommandHandler(name, self._runner(name, command), filters=scope))
         app.add_handler(CallbackQueryHandler(self.on_breakdown, pattern=_BREAKDOWN))
         app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(ChatMemberHandler(self.on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
         app.add_error_handler(self.on_error)
 
-    def _runner(self, command: Command) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
+    def _runner(self, name: str, command: Command) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
         async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            self.c.metrics.request(Platform.TELEGRAM, name)
             message = update.effective_message
             assert message is not None
             chat = await self.service.register_chat(chat_of(message.chat))
@@ -395,6 +396,7 @@ class TelegramBot:
         m = _BREAKDOWN.fullmatch(query.data or "")
         if m is None or query.message is None:
             return
+        self.c.metrics.request(Platform.TELEGRAM, "breakdown")
         tg = query.message.chat
         to = target_of(query.message) if isinstance(query.message, Message) else Target(tg.id)
         chat = await self.service.register_chat(chat_of(tg))

@@ -45,11 +45,13 @@ class SummaryService:
         fallback: ExtractiveSummarizer | None = None,
         text_source: Callable[[Paper], Awaitable[str | None]] | None = None,
         max_concurrency: int = 4,
+        on_summary: Callable[[str, str], None] = lambda backend, outcome: None,
     ) -> None:
         self.store = store
         self.primary = primary
         self.fallback = fallback
         self.text_source = text_source
+        self.on_summary = on_summary  # (model key, "ok" | "failed") after each summarizer call: metrics
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._inflight: dict[CacheKey, asyncio.Task[Summary]] = {}
 
@@ -100,6 +102,7 @@ class SummaryService:
             try:
                 content = await self.primary.summarize(paper, key[2], full_text)
             except SummarizerError as exc:
+                self.on_summary(self.primary.model_key, "failed")
                 log.warning(
                     "summary of %s in %s by %s failed after %.1f s: %s",
                     paper.versioned_id, key[2], self.primary.model_key, time.monotonic() - started, exc,
@@ -108,6 +111,7 @@ class SummaryService:
                     raise
                 fallback = self.fallback
             else:
+                self.on_summary(self.primary.model_key, "ok")
                 log.info(
                     "summarized %s in %s by %s in %.1f s%s",
                     paper.versioned_id, key[2], self.primary.model_key, time.monotonic() - started,
@@ -120,6 +124,7 @@ class SummaryService:
         if hit is not None:
             return hit
         content = await fallback.summarize(paper, fallback_key[2], full_text)
+        self.on_summary(fallback.model_key, "ok")
         return await self._put(paper, fallback_key, content, full_text)
 
     async def _put(self, paper: Paper, key: CacheKey, content: SummaryContent, full_text: str | None) -> Summary:
