@@ -193,3 +193,31 @@ def test_llm_tokens_by_model_and_direction() -> None:
     assert got[(key, (("direction", "output"), ("model", "gemini:gemini-2.5-flash")))] == 300
     # Two objects never share a counter: no global registry.
     assert "paperbot_llm_tokens_total{" not in Metrics().exposition().decode()
+
+
+async def test_healthcheck_command_follows_healthz(tmp_path: Path) -> None:
+    """`python -m bot.healthcheck`, the Dockerfile's HEALTHCHECK, reads PAPERBOT_METRICS_LISTEN."""
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    async def check(listen: str) -> tuple[int, str]:
+        env = subprocess_env({"PAPERBOT_METRICS_LISTEN": listen})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.healthcheck", env=env, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode is not None
+        return proc.returncode, (out + err).decode()
+
+    store = await Store.open(tmp_path / "paperbot.db")
+    async with served(Metrics(), store) as base:
+        port = int(base.rsplit(":", 1)[1])
+        code, text = await check(f"0.0.0.0:{port}")
+        assert code == 0, text
+        await store.close()
+        code, text = await check(f"127.0.0.1:{port}")
+        assert code == 1 and "503" in text
+    code, text = await check(f"127.0.0.1:{free_port()}")
+    assert code == 1 and "unhealthy" in text
