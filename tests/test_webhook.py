@@ -154,3 +154,41 @@ def test_webhook_settings_parse() -> None:
     assert s.webhook_listen == ("0.0.0.0", 8443)
     assert s.metrics_address == ("::1", 9100)
     assert load_settings().metrics_address is None and load_settings().telegram_webhook_url is None
+
+
+async def test_paperbot_run_in_webhook_mode_never_logs_the_secret(tmp_path: Path, fake_arxiv: FakeArxiv) -> None:
+    """The real command: DEBUG logs (PTB logs setWebhook's parameters there) show neither token nor secret."""
+    import signal
+
+    port = free_port()
+    with FakeTelegram() as tg:
+        env = subprocess_env({
+            **env_for(tmp_path, fake_arxiv),
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_BASE_URL": tg.url,
+            "TELEGRAM_WEBHOOK_URL": URL,
+            "TELEGRAM_WEBHOOK_LISTEN": f"127.0.0.1:{port}",
+            "TELEGRAM_WEBHOOK_SECRET": SECRET,
+            "LOG_LEVEL": "DEBUG",
+        })
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await tg.wait_for("setWebhook", timeout=30)
+            await wait_listening(port, timeout=30)
+            chat = tg.private_chat(ALICE)
+            update = {"update_id": 1, "message": tg.new_message(chat, "/help", ALICE)}
+            assert await post(f"http://127.0.0.1:{port}/paperbot/telegram", update, SECRET) == 200
+            await tg.wait_for("sendMessage", lambda c: c.chat_id == chat["id"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert not tg.calls_to("deleteWebhook")
+    log = err.decode()
+    assert proc.returncode == 0, log[-3000:]
+    assert "webhook" in log.lower() and "paperbot stopped" in log
+    assert "secret_token" in log  # PTB did log the parameters: the redaction is what kept the value out
+    assert SECRET not in log and SECRET not in out.decode()
+    assert TOKEN not in log and TOKEN.split(":")[1] not in log
