@@ -30,7 +30,8 @@ def check_webhook_settings(settings: Settings) -> None:
     """Webhook mode needs its secret (SPEC: TELEGRAM_WEBHOOK_SECRET); raises UserError (exit 2) without it."""
     from bot.service import UserError
 
-    if settings.telegram_webhook_url is not None and settings.telegram_webhook_secret is None:
+    webhook_mode = settings.telegram_bot_token is not None and settings.telegram_webhook_url is not None
+    if webhook_mode and settings.telegram_webhook_secret is None:
         raise UserError(
             "TELEGRAM_WEBHOOK_SECRET is required when TELEGRAM_WEBHOOK_URL is set (webhook mode): "
             "1-256 characters A-Z a-z 0-9 _ -, e.g. from "

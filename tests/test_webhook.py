@@ -106,6 +106,17 @@ async def test_webhook_mode_sets_the_webhook_serves_updates_and_refuses_bad_secr
         assert not tg.calls_to("deleteWebhook")
         assert tg.webhook is not None and tg.webhook["url"] == URL
 
+        # Back to long polling: unset the URL; the bot removes the webhook before its first getUpdates.
+        monkeypatch.delenv("TELEGRAM_WEBHOOK_URL")
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_service(load_settings(), stop))
+        try:
+            await tg.wait_for("getUpdates", timeout=20)
+            assert tg.webhook is None and len(tg.calls_to("deleteWebhook")) == 1
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
 
 async def test_webhook_mode_without_secret_exits_2_naming_it(tmp_path: Path, fake_arxiv: FakeArxiv) -> None:
     env = subprocess_env({
