@@ -140,7 +140,8 @@ class Settings(BaseSettings):
         parts = urlsplit(v)
         if parts.scheme != "https" or not parts.netloc:
             # Telegram only posts to HTTPS; TLS may end at a reverse proxy in front of the bot.
-            raise ValueError(f"{v!r} is not an https URL, e.g. https://bot.example.org/telegram")
+            # The value is not repeated: some put the bot token in the webhook's path.
+            raise ValueError("must be an https URL (Telegram only posts to https), e.g. https://bot.example.org/telegram")
         return v
 
     @field_validator("telegram_webhook_secret")

@@ -61,7 +61,10 @@ class PaperBot(discord.Client):
         # Every slash command and button passes here first (discord.py dispatches it besides the tree).
         data: Any = interaction.data or {}
         if interaction.type is discord.InteractionType.application_command:
-            self.c.metrics.request(Platform.DISCORD, str(data.get("name", "unknown")))
+            # Only our own command names become labels: an unknown name must not grow the series.
+            name = str(data.get("name", ""))
+            known = any(command.name == name for command in COMMANDS)
+            self.c.metrics.request(Platform.DISCORD, name if known else "other")
         elif str(data.get("custom_id", "")).startswith("bd|"):
             self.c.metrics.request(Platform.DISCORD, "breakdown")
 
