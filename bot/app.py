@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.arxiv_source import ArxivSource
 from bot.config import Settings, is_loopback_url
+from bot.metrics import Metrics
 from bot.pdf import PdfService
 from bot.ratelimit import RateLimiter
 from bot.store import Store
@@ -29,6 +30,7 @@ class Components:
     arxiv: ArxivSource
     pdfs: PdfService
     summaries: SummaryService
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def aclose(self) -> None:
         await self.summaries.aclose()
@@ -39,20 +41,22 @@ class Components:
 
 async def build_components(settings: Settings) -> Components:
     store = await Store.open(settings.db_path)
+    metrics = Metrics()
     limiter = RateLimiter(settings.arxiv_interval)
     arxiv = ArxivSource(settings.arxiv_api_url, settings.arxiv_rss_url, limiter)
     pdfs = PdfService(settings.cache_dir, limiter, max_bytes=settings.pdf_max_mb * 2**20)
     extractive = ExtractiveSummarizer()
 
     async def on_usage(model_key: str, usage: Usage) -> None:
+        metrics.llm_call(model_key, usage.input_tokens, usage.output_tokens)
         await store.record_llm_call(model_key, usage.input_tokens, usage.output_tokens)
 
     model = chat_model(settings)
     primary = LlmSummarizer(model, attempts=3, on_usage=on_usage) if model is not None else extractive
     summaries = SummaryService(
-        store, primary, fallback=extractive, text_source=pdfs.first_pages_text
+        store, primary, fallback=extractive, text_source=pdfs.first_pages_text, on_summary=metrics.summary
     )
-    return Components(settings, store, limiter, arxiv, pdfs, summaries)
+    return Components(settings, store, limiter, arxiv, pdfs, summaries, metrics)
 
 
 def chat_model(settings: Settings) -> ChatModel | None:

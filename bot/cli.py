@@ -62,7 +62,8 @@ def _settings() -> tuple[Settings, RedactingFilter]:
     secrets = [
         s.get_secret_value()
         for s in (
-            settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key, settings.openai_api_key
+            settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key, settings.openai_api_key,
+            settings.telegram_webhook_secret,
         )
         if s is not None
     ] + ([settings.db_password] if settings.db_password else [])

@@ -20,6 +20,8 @@ ARXIV_MIN_INTERVAL = 3.0
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# The Bot API's rule for setWebhook's secret_token: 1-256 characters A-Z, a-z, 0-9, _ and -.
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
 class ConfigError(Exception):
@@ -42,6 +44,15 @@ def parse_hhmm(value: str) -> tuple[int, int]:
     if not m:
         raise ValueError(f"{value!r} is not a time in 24-hour HH:MM form, e.g. 09:00 or 18:30")
     return int(m.group(1)), int(m.group(2))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'0.0.0.0:8443' -> ('0.0.0.0', 8443); '[::]:9000' -> ('::', 9000); ValueError with an example otherwise."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port, e.g. 0.0.0.0:8443 or 127.0.0.1:9100")
+    return host, int(port)
 
 
 def check_timezone(value: str) -> str:
@@ -81,6 +92,10 @@ class Settings(BaseSettings):
     poll_minutes: int = Field(60, ge=1, le=24 * 60, alias="PAPERBOT_POLL_MINUTES")
     summary_quota: int = Field(20, ge=0, alias="PAPERBOT_SUMMARY_QUOTA")
     max_topics: int = Field(20, ge=1, le=500, alias="PAPERBOT_MAX_TOPICS")
+    telegram_webhook_url: str | None = Field(None, alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_listen: str = Field("0.0.0.0:8443", alias="TELEGRAM_WEBHOOK_LISTEN")
+    telegram_webhook_secret: SecretStr | None = Field(None, alias="TELEGRAM_WEBHOOK_SECRET")
+    metrics_listen: str | None = Field(None, alias="PAPERBOT_METRICS_LISTEN")
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field(
         "INFO", alias="LOG_LEVEL"
     )
@@ -148,14 +163,43 @@ class Settings(BaseSettings):
 
         return url_password(self.db_path)
 
+    @field_validator("telegram_webhook_listen", "metrics_listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_listen(v)
+        return v
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme != "https" or not parts.netloc:
+            # Telegram only posts to HTTPS; TLS may end at a reverse proxy in front of the bot.
+            # The value is not repeated: some put the bot token in the webhook's path.
+            raise ValueError("must be an https URL (Telegram only posts to https), e.g. https://bot.example.org/telegram")
+        return v
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        # The message never repeats the value: it is a secret.
+        if v is not None and not _WEBHOOK_SECRET.match(v.get_secret_value()):
+            raise ValueError("must be 1-256 characters from A-Z, a-z, 0-9, _ and -, e.g. the output of "
+                             "python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
+        return v
+
     @field_validator(
-        "telegram_bot_token", "discord_bot_token", "gemini_api_key", "openai_api_key", "openai_model", mode="before"
+        "telegram_bot_token", "discord_bot_token", "gemini_api_key", "openai_api_key", "openai_model",
+        "telegram_webhook_secret", mode="before"
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("gemini_base_url", "openai_base_url", mode="before")
+    @field_validator("gemini_base_url", "openai_base_url", "telegram_webhook_url", "metrics_listen", mode="before")
     @classmethod
     def _blank_url(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
@@ -205,6 +249,14 @@ class Settings(BaseSettings):
     @property
     def openai_endpoint(self) -> str:
         return self.openai_base_url or OPENAI_DEFAULT_BASE_URL
+
+    @property
+    def webhook_listen(self) -> tuple[str, int]:
+        return parse_listen(self.telegram_webhook_listen)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return None if self.metrics_listen is None else parse_listen(self.metrics_listen)
 
     @property
     def model_name(self) -> str:

@@ -57,6 +57,17 @@ class PaperBot(discord.Client):
     async def setup_hook(self) -> None:
         self.add_dynamic_items(BreakdownButton)
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        # Every slash command and button passes here first (discord.py dispatches it besides the tree).
+        data: Any = interaction.data or {}
+        if interaction.type is discord.InteractionType.application_command:
+            # Only our own command names become labels: an unknown name must not grow the series.
+            name = str(data.get("name", ""))
+            known = any(command.name == name for command in COMMANDS)
+            self.c.metrics.request(Platform.DISCORD, name if known else "other")
+        elif str(data.get("custom_id", "")).startswith("bd|"):
+            self.c.metrics.request(Platform.DISCORD, "breakdown")
+
     async def _on_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:

@@ -1,4 +1,9 @@
-"""`paperbot run`: the chat adapters, the poller and the push scheduler in one asyncio process."""
+"""`paperbot run`: the chat adapters, the poller and the push scheduler in one asyncio process.
+
+Telegram updates arrive by long polling, or, with TELEGRAM_WEBHOOK_URL set, by webhook through
+python-telegram-bot's own webhook server (SPEC: TELEGRAM_WEBHOOK_*). With
+PAPERBOT_METRICS_LISTEN set, /metrics and /healthz are served on the same loop.
+"""
 
 from __future__ import annotations
 
@@ -7,51 +12,72 @@ import contextlib
 import logging
 import signal
 from typing import Any
+from urllib.parse import urlsplit
 
-from bot.app import build_components
+from bot.app import Components, build_components
 from bot.config import Settings
+from bot.metrics import MeteredSender, Probe, serve_metrics
 from bot.models import Platform
 from bot.sender import Sender
 
 log = logging.getLogger(__name__)
 
+# setWebhook at start is retried this often (about a second apart) before `run` gives up.
+WEBHOOK_BOOTSTRAP_RETRIES = 3
 
-async def run_service(settings: Settings) -> None:
+
+def check_webhook_settings(settings: Settings) -> None:
+    """Webhook mode needs its secret (SPEC: TELEGRAM_WEBHOOK_SECRET); raises UserError (exit 2) without it."""
+    from bot.service import UserError
+
+    webhook_mode = settings.telegram_bot_token is not None and settings.telegram_webhook_url is not None
+    if webhook_mode and settings.telegram_webhook_secret is None:
+        raise UserError(
+            "TELEGRAM_WEBHOOK_SECRET is required when TELEGRAM_WEBHOOK_URL is set (webhook mode): "
+            "1-256 characters A-Z a-z 0-9 _ -, e.g. from "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+
+
+async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM, or until `stop` is set when one is given (tests)."""
+    check_webhook_settings(settings)
     c = await build_components(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
 
     senders: dict[Platform, Sender] = {}
     stoppers: list[Any] = []
     try:
-        if settings.telegram_bot_token is not None:
-            from bot.telegram_bot import TelegramSender, build_application
+        async with contextlib.AsyncExitStack() as stack:
+            address = settings.metrics_address
+            if address is not None:
+                probe = Probe(ping=c.store.ping, delivery_counts=c.store.delivery_counts)
+                await stack.enter_async_context(serve_metrics(c.metrics, probe, *address))
+            if settings.telegram_bot_token is not None:
+                from bot.telegram_bot import TelegramSender, build_application
 
-            tg = build_application(c)
-            await tg.initialize()
-            # Application only runs post_init (the command menu) from run_polling; we start it by hand.
-            if tg.post_init is not None:
-                await tg.post_init(tg)
-            await tg.start()
-            assert tg.updater is not None
-            await tg.updater.start_polling(drop_pending_updates=False)
-            senders[Platform.TELEGRAM] = TelegramSender(tg.bot, c.store)
-            stoppers.append(_stop_telegram(tg))
-            log.info("Telegram bot started as @%s", tg.bot.username)
-        if settings.discord_bot_token is not None:
-            from bot.discord_bot import start_discord
+                tg = build_application(c)
+                await tg.initialize()
+                # Application only runs post_init (the command menu) from run_polling; we start it by hand.
+                if tg.post_init is not None:
+                    await tg.post_init(tg)
+                await tg.start()
+                stoppers.append(_stop_telegram(tg))
+                await _start_updates(tg, settings)
+                senders[Platform.TELEGRAM] = MeteredSender(TelegramSender(tg.bot, c.store), c.metrics)
+                log.info("Telegram bot started as @%s", tg.bot.username)
+            if settings.discord_bot_token is not None:
+                from bot.discord_bot import start_discord
 
-            sender, stopper = await start_discord(c)
-            senders[Platform.DISCORD] = sender
-            stoppers.append(stopper)
-        from bot.scheduler import Scheduler
-
-        scheduler = Scheduler(c, senders)
-        log.info("paperbot running; polling every %d min", settings.poll_minutes)
-        await scheduler.run(stop)
+                sender, stopper = await start_discord(c)
+                senders[Platform.DISCORD] = MeteredSender(sender, c.metrics)
+                stoppers.append(stopper)
+            await _schedule(c, senders, stop)
     finally:
         for stopper in reversed(stoppers):
             with contextlib.suppress(Exception):
@@ -60,8 +86,44 @@ async def run_service(settings: Settings) -> None:
         log.info("paperbot stopped")
 
 
+async def _schedule(c: Components, senders: dict[Platform, Sender], stop: asyncio.Event) -> None:
+    from bot.scheduler import Scheduler
+
+    scheduler = Scheduler(c, senders)
+    log.info("paperbot running; polling every %d min", c.settings.poll_minutes)
+    await scheduler.run(stop)
+
+
+async def _start_updates(app: Any, settings: Settings) -> None:
+    """Long polling, or PTB's webhook server when TELEGRAM_WEBHOOK_URL is set."""
+    updater = app.updater
+    assert updater is not None
+    url = settings.telegram_webhook_url
+    if url is None:
+        await updater.start_polling(drop_pending_updates=False)
+        return
+    secret = settings.telegram_webhook_secret
+    assert secret is not None  # check_webhook_settings
+    host, port = settings.webhook_listen
+    # PTB calls setWebhook with the URL and secret, and its server answers 403 to a request
+    # without the X-Telegram-Bot-Api-Secret-Token header or with another value.
+    await updater.start_webhook(
+        listen=host,
+        port=port,
+        url_path=urlsplit(url).path,
+        webhook_url=url,
+        secret_token=secret.get_secret_value(),
+        drop_pending_updates=False,
+        bootstrap_retries=WEBHOOK_BOOTSTRAP_RETRIES,
+    )
+    log.info("Telegram webhook mode: listening on %s:%d for %s", host, port, urlsplit(url).path or "/")
+
+
 async def _stop_telegram(app: Any) -> None:
+    # Updater.stop only closes the webhook server; it never calls deleteWebhook, so the webhook
+    # stays set for the other replicas behind the same URL (SPEC: TELEGRAM_WEBHOOK_SECRET).
     if app.updater is not None and app.updater.running:
         await app.updater.stop()
-    await app.stop()
+    if app.running:
+        await app.stop()
     await app.shutdown()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import cast
 
 from bot.app import Components
-from bot.delivery import now_utc, push_once
+from bot.delivery import PushReport, now_utc, push_once
 from bot.models import Platform
-from bot.poller import Poller
+from bot.poller import Poller, PollReport
 from bot.sender import Sender
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class Scheduler:
 
     async def step(self) -> None:
         """Start a poll if one is due, then send the pushes that are due."""
+        self.c.metrics.beat("scheduler", self.tick)  # /healthz: this loop is alive
+        started, report = time.monotonic(), cast("PushReport | None", None)
         try:
             now = self.clock()
             idle = self._poll_task is None or self._poll_task.done()
@@ -68,6 +72,7 @@ class Scheduler:
                 log.info("push: %s", report)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
             await self._failed("push", exc)
+        self.c.metrics.push_done(report, time.monotonic() - started)
 
     async def _poll_due(self, now: datetime) -> bool:
         if self._next_poll is None or now >= self._next_poll:
@@ -79,11 +84,13 @@ class Scheduler:
         )
 
     async def _poll(self) -> None:
+        started, report = time.monotonic(), cast("PollReport | None", None)
         try:
             report = await self.poller.run_once()
             log.info("poll: %s", report)
         except Exception as exc:  # noqa: BLE001
             await self._failed("poll", exc)
+        self.c.metrics.poll_done(report, time.monotonic() - started)
 
     async def _failed(self, kind: str, exc: Exception) -> None:
         log.exception("%s failed", kind)

@@ -302,7 +302,7 @@ class TelegramBot:
             "ask": TelegramBot.cmd_ask,
         }
         for name, command in commands.items():
-            app.add_handler(CommandHandler(name, self._runner(command), filters=scope))
+            app.add_handler(CommandHandler(name, self._runner(name, command), filters=scope))
         app.add_handler(CallbackQueryHandler(self.on_breakdown, pattern=_BREAKDOWN))
         # A reply (not a command) to a message of a paper's post is a question about that paper.
         app.add_handler(MessageHandler(scope & filters.REPLY & filters.TEXT & ~filters.COMMAND, self.on_reply))
@@ -310,8 +310,9 @@ class TelegramBot:
         app.add_handler(ChatMemberHandler(self.on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
         app.add_error_handler(self.on_error)
 
-    def _runner(self, command: Command) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
+    def _runner(self, name: str, command: Command) -> Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]:
         async def run(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            self.c.metrics.request(Platform.TELEGRAM, name)
             message = update.effective_message
             assert message is not None
             chat = await self.service.register_chat(chat_of(message.chat))
@@ -477,6 +478,7 @@ class TelegramBot:
         m = _BREAKDOWN.fullmatch(query.data or "")
         if m is None or query.message is None:
             return
+        self.c.metrics.request(Platform.TELEGRAM, "breakdown")
         tg = query.message.chat
         to = target_of(query.message) if isinstance(query.message, Message) else Target(tg.id)
         chat = await self.service.register_chat(chat_of(tg))

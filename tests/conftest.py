@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ _ENV_NAMES = [
     "GEMINI_BASE_URL", "SUMMARIZER", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "ARXIV_API_URL", "ARXIV_RSS_URL", "PAPERBOT_DB", "PAPERBOT_CACHE_DIR",
     "PAPERBOT_TIMEZONE", "PAPERBOT_PUSH_TIME", "PAPERBOT_LANGUAGE", "PAPERBOT_POLL_MINUTES",
     "PAPERBOT_SUMMARY_QUOTA", "PAPERBOT_MAX_TOPICS", "LOG_LEVEL", "PAPERBOT_ARXIV_INTERVAL",
+    "TELEGRAM_WEBHOOK_URL", "TELEGRAM_WEBHOOK_LISTEN", "TELEGRAM_WEBHOOK_SECRET", "PAPERBOT_METRICS_LISTEN",
 ]
 
 
@@ -80,6 +82,13 @@ async def components(settings: Settings) -> AsyncIterator[object]:
         yield c
     finally:
         await c.aclose()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def subprocess_env(extra: dict[str, str]) -> dict[str, str]:

@@ -258,3 +258,23 @@ async def test_cli_push_reaches_discord_over_rest_without_a_gateway(
     assert "1" in str(report)
     again = await push_once(components, force=True)
     assert len(fake.in_channel(PUSH_CHANNEL)) == len(sent), again
+
+
+async def test_commands_and_buttons_are_counted_in_the_metrics(
+    fake: FakeDiscord, bot: DiscordSender, components: Components
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    [post] = await answer(fake, fake.slash("summary", {"id": PAPER}))
+    await answer(fake, fake.slash("help", {}))
+    version = post.buttons()[0]["custom_id"].split("|")[2]
+    await answer(fake, fake.click(post, f"bd|{PAPER}|{version}|en"))
+    text = components.metrics.exposition().decode()
+    counted = {
+        s.labels["command"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "paperbot_requests_total" and s.labels["platform"] == "discord"
+    }
+    assert counted == {"summary": 1, "help": 1, "breakdown": 1}
+    assert str(CHANNEL_ID) not in text

@@ -6,12 +6,13 @@ from bot.store.base import StoreBase
 from bot.store.chats import ChatStore
 from bot.store.claims import ClaimStore
 from bot.store.feed import FeedStore
+from bot.store.health import HealthStore
 from bot.store.papers import PaperStore
 from bot.store.posts import PostStore
 from bot.store.usage import UsageStore
 
 
-class Store(ClaimStore, UsageStore, FeedStore, PaperStore, PostStore, ChatStore, StoreBase):
+class Store(ClaimStore, UsageStore, FeedStore, PaperStore, PostStore, ChatStore, HealthStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 

@@ -53,11 +53,13 @@ class SummaryService:
         claim_ttl: float = 60.0,
         claim_poll: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_summary: Callable[[str, str], None] = lambda backend, outcome: None,
     ) -> None:
         self.store = store
         self.primary = primary
         self.fallback = fallback
         self.text_source = text_source
+        self.on_summary = on_summary  # (model key, "ok" | "failed") after each summarizer call: metrics
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._inflight: dict[CacheKey, asyncio.Task[Summary]] = {}
         # Across processes on one database (SPEC "Scale"): the claim row of a key being made.
@@ -144,6 +146,7 @@ class SummaryService:
             try:
                 content = await self.primary.summarize(paper, key[2], full_text)
             except SummarizerError as exc:
+                self.on_summary(self.primary.model_key, "failed")
                 log.warning(
                     "summary of %s in %s by %s failed after %.1f s: %s",
                     paper.versioned_id, key[2], self.primary.model_key, time.monotonic() - started, exc,
@@ -152,6 +155,7 @@ class SummaryService:
                     raise
                 fallback = self.fallback
             else:
+                self.on_summary(self.primary.model_key, "ok")
                 log.info(
                     "summarized %s in %s by %s in %.1f s%s",
                     paper.versioned_id, key[2], self.primary.model_key, time.monotonic() - started,
@@ -164,6 +168,7 @@ class SummaryService:
         if hit is not None:
             return hit
         content = await fallback.summarize(paper, fallback_key[2], full_text)
+        self.on_summary(fallback.model_key, "ok")
         return await self._put(paper, fallback_key, content, full_text)
 
     async def _put(self, paper: Paper, key: CacheKey, content: SummaryContent, full_text: str | None) -> Summary:

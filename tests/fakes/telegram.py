@@ -11,7 +11,8 @@ Every call is in `.calls` (method, decoded params, uploaded file sizes); `.messa
 current state of every message the bot sent. Knobs: `push_*` queue updates (messages, channel
 posts, button clicks, group migrations), `set_member` gives a user a status in a chat,
 `fail(...)` scripts Bot API errors per method and chat (`forbidden`, `migrated`, `retry_after`
-build the usual ones), `wait_for` lets a test wait for a call.
+build the usual ones), `wait_for` lets a test wait for a call. `setWebhook` keeps its url and secret in
+`.webhook` (`deleteWebhook` clears it); while a webhook is set, getUpdates is refused with 409.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ _JSON_PARAMS = {
     "reply_markup", "media", "commands", "allowed_updates", "reply_parameters", "link_preview_options",
     "entities", "caption_entities", "scope",
 }
-_INT_PARAMS = {"chat_id", "message_id", "message_thread_id", "user_id", "offset", "limit", "timeout"}
+_INT_PARAMS = {
+    "chat_id", "message_id", "message_thread_id", "user_id", "offset", "limit", "timeout", "max_connections",
+}
 _ALLOWED_TAGS = {
     "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "span",
     "tg-spoiler", "tg-emoji", "blockquote",
@@ -54,6 +57,7 @@ _ALLOWED_TAGS = {
 _TAG = re.compile(
     r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)((?:\s+[a-zA-Z-]+(?:\s*=\s*(?:\"[^\"<]*\"|'[^'<]*'|[^\s>\"'<]+))?)*)\s*>"
 )
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|lt|gt|amp|quot);")
 
 
@@ -147,6 +151,7 @@ class FakeTelegram:
         self.chats: dict[int, dict[str, Any]] = {}
         self.members: dict[tuple[int, int], str] = {}
         self._scripted: list[_Scripted] = []
+        self.webhook: dict[str, Any] | None = None  # what setWebhook set: url, secret_token, max_connections
         self._updates: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._update_ids = itertools.count(1)
@@ -422,8 +427,26 @@ class FakeTelegram:
     def _api_getMe(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
         return self._me()
 
-    def _api_deleteWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+    def _api_setWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        url = str(params.get("url") or "")
+        if not url:
+            return self._api_deleteWebhook(params, files)  # as Telegram: an empty url removes the webhook
+        if not url.startswith("https://"):
+            raise BotApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+        secret = params.get("secret_token")
+        if secret is not None and not _WEBHOOK_SECRET.fullmatch(str(secret)):
+            raise BotApiError(400, "Bad Request: secret token contains unallowed characters")
+        self.webhook = {"url": url, "secret_token": secret, "max_connections": params.get("max_connections")}
         return True
+
+    def _api_deleteWebhook(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        self.webhook = None
+        return True
+
+    def _api_getWebhookInfo(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        # The secret is never shown back, as in the Bot API.
+        url = self.webhook["url"] if self.webhook else ""
+        return {"url": url, "has_custom_certificate": False, "pending_update_count": len(self._updates)}
 
     def _api_setMyCommands(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
         return True
@@ -436,6 +459,9 @@ class FakeTelegram:
         return True
 
     async def _api_getUpdates(self, params: dict[str, Any], files: dict[str, bytes]) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise BotApiError(409, "Conflict: can't use getUpdates method while webhook is active; "
+                                   "use deleteWebhook to delete the webhook first")
         offset = int(params.get("offset") or 0)
         deadline = time.monotonic() + min(float(params.get("timeout") or 0), self.max_poll)
         while True:
