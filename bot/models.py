@@ -53,6 +53,19 @@ class SummaryContent:
     code_url: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PaperText:
+    """A paper's text for its summary (`text`), or None and whether to ask again later.
+
+    `retry` is True when the text is missing for a reason that may pass (the download timed
+    out, the network or arXiv failed): a summary made without it is made once more when the
+    text can be had. A PDF that is unusable (encrypted, broken, a bomb) gives `retry=False`.
+    """
+
+    text: str | None
+    retry: bool = False
+
+
 @dataclass(slots=True)
 class Summary:
     """A paper with its summary: the SPEC's `--format json` object."""
