@@ -49,6 +49,6 @@ async def build_components(settings: Settings) -> Components:
         else extractive
     )
     summaries = SummaryService(
-        store, primary, fallback=extractive, text_source=pdfs.first_pages_text
+        store, primary, fallback=extractive, text_source=pdfs.paper_text
     )
     return Components(settings, store, limiter, arxiv, pdfs, summaries)

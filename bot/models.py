@@ -78,6 +78,9 @@ class Summary:
     prompt_version: str = ""
     images: list[str] = field(default_factory=list)
     created_at: datetime | None = None
+    # Not part of the SPEC's JSON: how the summary service treats the stored row.
+    text_retry: bool = False  # made without the paper's text for a passing reason: made again once
+    stand_in_for: str | None = None  # a fallback's: the model key that failed or was skipped
 
     @property
     def is_extractive(self) -> bool:
