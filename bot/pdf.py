@@ -818,6 +818,16 @@ class PdfService:
         if pool is not None:
             pool.stop()
 
+    async def _schedule(self, job: Callable[[str, int], T], pdf: Path, arg: int) -> T:
+        try:
+            future = self._workers().schedule(job, (str(pdf), arg), timeout=self.job_timeout)
+        except RuntimeError:  # "the pool is not running": it broke since the last job
+            if self._closed:
+                raise
+            self._drop_pool()
+            future = self._workers().schedule(job, (str(pdf), arg), timeout=self.job_timeout)
+        return await asyncio.wrap_future(future)
+
     async def _job(self, what: str, paper: Paper, job: Callable[[str, int], T], pdf: Path, arg: int) -> T:
         """`job(pdf, arg)` in a worker process; a failure that will not change raises _Unusable.
 
@@ -826,15 +836,16 @@ class PdfService:
         exception is raised as it is (not remembered: it may be ours).
         """
         try:
-            future = self._workers().schedule(job, (str(pdf), arg), timeout=self.job_timeout)
-        except RuntimeError:  # the pool stopped under us (it broke): a new one next time
-            self._drop_pool()
-            raise
-        try:
-            return await asyncio.wrap_future(future)
-        except BrokenProcessPool:
-            self._drop_pool()
-            raise
+            try:
+                return await self._schedule(job, pdf, arg)
+            except BrokenProcessPool:
+                if self._closed:
+                    raise
+                # The pool itself broke, not this job (whose own crash is ProcessExpired): pebble
+                # gives up a pool whose workers died outside a job (the OOM killer, an operator)
+                # and fails the jobs queued in it. Once more on a new pool.
+                self._drop_pool()
+                return await self._schedule(job, pdf, arg)
         except PdfError as exc:
             reason = str(exc)
         except TimeoutError:

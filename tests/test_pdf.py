@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -463,6 +464,22 @@ async def test_a_worker_that_aborts_costs_only_its_paper(
         assert "text of 2401.00011v2: none, the PDF worker died (SIGABRT)" in warnings(caplog)[0]
         # The same service, one worker: a healthy paper works right after.
         assert len(await svc.thumbnails(make_paper("1111.2011", pdf_server.url("b.pdf")))) == 3
+    finally:
+        await svc.aclose()
+
+
+async def test_a_worker_killed_while_idle_is_replaced(tmp_path: Path) -> None:
+    """The kernel's OOM killer or an operator may kill a worker between jobs: the next job still runs."""
+    svc = PdfService(tmp_path / "cache", RateLimiter(0), render_slots=1)
+    paper_ = make_paper("1111.2011", None)
+    try:
+        first = await svc._job("text", paper_, svc.text_job, BETHE, 1000)
+        [pid] = worker_pids(svc)
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            await asyncio.sleep(0.01)
+        assert await svc._job("text", paper_, svc.text_job, BETHE, 1000) == first
+        assert pid not in worker_pids(svc)
     finally:
         await svc.aclose()
 
