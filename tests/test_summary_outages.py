@@ -366,3 +366,40 @@ def test_has_url() -> None:
     assert not has_url("We use e.g. Fig. 2 and 3.5 percent.")
     assert not has_url("a." * 20_000)
     assert not has_url("the .com/ bubble")
+
+
+# --- the store: migration 4 ----------------------------------------------------------------------
+
+
+async def test_summaries_stored_before_migration_4_are_final_and_the_marks_round_trip(tmp_path: Path) -> None:
+    import aiosqlite
+
+    path = tmp_path / "old.db"
+    db = await aiosqlite.connect(str(path), isolation_level=None)
+    db.row_factory = aiosqlite.Row
+    old = Store(db, path)
+    assert await old.migrate(target=2) == [1, 2]
+    await old.upsert_paper(PAPER)
+    await old.execute(
+        "INSERT INTO summaries(arxiv_id, version, language, model, prompt_version, content, generated_by, "
+        "full_text_used, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (PAPER.arxiv_id, PAPER.version, "en", "extractive", "x1",
+         '{"title_translated": "T", "summary": "S.", "key_takeaways": ["a", "b", "c"], "keywords": [], '
+         '"background": "B", "prior_work": "P", "method": ["m"], "results": "R", "conclusion": "C"}',
+         "extractive", 0, "2024-05-03T00:00:00+00:00"),
+    )
+    await old.close()
+
+    async with await Store.open(path) as store:
+        kept = await store.get_summary(PAPER, "en", "extractive", "x1")
+        assert kept is not None and kept.content.summary == "S."
+        assert kept.text_retry is False and kept.stand_in_for is None
+
+        marked = dataclasses.replace(kept, text_retry=True, stand_in_for=GEMINI)
+        await store.put_summary(marked, "extractive")
+        again = await store.get_summary(PAPER, "en", "extractive", "x1")
+        assert again is not None and again.text_retry and again.stand_in_for == GEMINI
+        await store.clear_summary_text_retry(again, "extractive")
+        cleared = await store.get_summary(PAPER, "en", "extractive", "x1")
+        assert cleared is not None and not cleared.text_retry and cleared.stand_in_for == GEMINI
+        assert await store.count_summaries() == 1
