@@ -92,7 +92,12 @@ async def test_run_exits_at_once_on_sigterm_while_a_pdf_job_hangs(tmp_path: Path
         finally:
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+            except TimeoutError:
+                proc.kill()  # a run that does not stop must not outlive the test
+                await proc.wait()
+                raise
     log = err.decode()
     assert proc.returncode == 0, log[-3000:]
     assert time.monotonic() - started < 10, log[-3000:]
