@@ -107,3 +107,31 @@ async def test_run_exits_at_once_on_sigterm_while_a_pdf_job_hangs(tmp_path: Path
             break
         await asyncio.sleep(0.1)
     assert not any(alive(pid) for pid in below)
+
+
+async def test_a_step_that_outlasts_the_grace_after_stop_is_cancelled() -> None:
+    from bot.runner import until_stopped
+
+    stop = asyncio.Event()
+    finished: list[str] = []
+
+    async def loop(step_seconds: float) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.sleep(step_seconds)  # a step: a push waiting on a PDF job, say
+            except asyncio.CancelledError:
+                finished.append("cancelled")
+                raise
+            finished.append("step")
+
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    started = time.monotonic()
+    await until_stopped(loop(3600), stop, grace=0.2)
+    assert finished == ["cancelled"] and time.monotonic() - started < 2
+
+    # A step that ends within the grace is not cancelled: the loop ends by itself.
+    stop.clear()
+    finished.clear()
+    asyncio.get_running_loop().call_later(0.05, stop.set)
+    await until_stopped(loop(0.1), stop, grace=5)
+    assert finished == ["step"]
