@@ -54,7 +54,7 @@ async def build_components(settings: Settings) -> Components:
     model = chat_model(settings)
     primary = LlmSummarizer(model, attempts=3, on_usage=on_usage) if model is not None else extractive
     summaries = SummaryService(
-        store, primary, fallback=extractive, text_source=pdfs.first_pages_text, on_summary=metrics.summary
+        store, primary, fallback=extractive, text_source=pdfs.paper_text, on_summary=metrics.summary
     )
     return Components(settings, store, limiter, arxiv, pdfs, summaries, metrics)
 

@@ -92,6 +92,19 @@ class MatchReason:
     terms: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PaperText:
+    """A paper's text for its summary (`text`), or None and whether to ask again later.
+
+    `retry` is True when the text is missing for a reason that may pass (the download timed
+    out, the network or arXiv failed): a summary made without it is made once more when the
+    text can be had. A PDF that is unusable (encrypted, broken, a bomb) gives `retry=False`.
+    """
+
+    text: str | None
+    retry: bool = False
+
+
 @dataclass(slots=True)
 class Summary:
     """A paper with its summary: the SPEC's `--format json` object."""
@@ -104,6 +117,9 @@ class Summary:
     prompt_version: str = ""
     images: list[str] = field(default_factory=list)
     created_at: datetime | None = None
+    # Not part of the SPEC's JSON: how the summary service treats the stored row.
+    text_retry: bool = False  # made without the paper's text for a passing reason: made again once
+    stand_in_for: str | None = None  # a fallback's: the model key that failed or was skipped
 
     @property
     def is_extractive(self) -> bool:

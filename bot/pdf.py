@@ -1,9 +1,12 @@
 """A paper's PDF: download and cache it, take its figures as thumbnails, read its first pages as text.
 
 PDFium is not thread-safe: no two of its calls may run at once in a process, not even on
-different documents (pypdfium2, "Incompatibility with Threading"). Every use of it goes
-through `PDFIUM_LOCK`; the render slots only bound how many worker threads queue for it, and
-JPEG encoding runs outside the lock.
+different documents (pypdfium2, "Incompatibility with Threading"). `extract_figures` and
+`extract_text` must therefore be called from one thread at a time. `PdfService` runs them in
+worker processes (one job at a time each), under a time and a memory limit: a PDF that hangs
+PDFium, a compression bomb that exhausts memory, or an abort inside PDFium (SIGABRT, no
+Python exception) costs only that worker, which is replaced, and that paper, which is
+remembered as bad.
 
 Figures in arXiv PDFs come in three shapes: embedded raster images; included vector graphics,
 which pdfTeX turns into Form XObjects; and figures drawn straight onto the page (TikZ). The
@@ -17,16 +20,18 @@ import asyncio
 import contextlib
 import logging
 import math
+import multiprocessing
+import multiprocessing.context
 import os
 import re
 import secrets
 import shutil
+import signal
 import statistics
-import threading
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -35,16 +40,15 @@ from typing import TypeVar
 import httpx
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
+from pebble import ProcessExpired, ProcessPool
 from PIL import Image, ImageChops
 
-from bot.models import Paper
+from bot.models import Paper, PaperText
 from bot.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-PDFIUM_LOCK = threading.Lock()
 
 _USER_AGENT = "paperbot/0.1 (arXiv digest bot)"
 _MAGIC = b"%PDF-"
@@ -81,7 +85,14 @@ _SOFT_HYPHEN = "\ufffe"  # PDFium's mark for a hyphen that ends a line
 
 
 class PdfError(Exception):
-    """The PDF cannot be used; the message says why, for the log."""
+    """The PDF cannot be used; the message says why, for the log.
+
+    `transient` marks a download that may succeed later (an HTML page in place of the PDF).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 Rect = tuple[float, float, float, float]  # left, bottom, right, top in page units
@@ -359,57 +370,56 @@ def extract_figures(pdf_path: Path, max_images: int = 4, max_pages: int = 12) ->
     if max_images <= 0:
         return []
     started = time.monotonic()
-    with PDFIUM_LOCK:
-        pdf = _open(pdf_path)
-        try:
-            regions: list[_Region] = []
-            page_width = 612.0
-            for index in range(min(len(pdf), max_pages)):
-                try:
-                    page = pdf[index]
-                except pdfium.PdfiumError:
-                    continue
-                try:
-                    if index == 0:
-                        page_width = page.get_width()
-                    regions += _page_regions(page, index)
-                except pdfium.PdfiumError as exc:
-                    log.debug("%s page %d skipped: %s", pdf_path.name, index + 1, exc)
-                finally:
-                    page.close()
-                # Captioned figures rank in reading order, so later pages cannot beat these.
-                if sum(g.caption is not None for g in regions) >= max_images + 2:
-                    break
-                if time.monotonic() - started > _DEADLINE:
-                    log.info("%s: figure search stopped after %d pages (time budget)", pdf_path.name, index + 1)
-                    break
-            regions.sort(key=lambda g: g.rank(page_width))
-            kept: list[tuple[Image.Image, _Print]] = []
-            for region in regions:
-                if len(kept) >= max_images:
-                    break
-                page = pdf[region.page]
-                try:
-                    img = _render(page, region.rect, 1280)
-                except (pdfium.PdfiumError, ValueError):
-                    continue
-                finally:
-                    page.close()
-                fingerprint = _Print.of(img)
-                if not any(fingerprint.same_as(other) for _, other in kept):
-                    kept.append((img, fingerprint))
-            if not kept and len(pdf) > 0:
-                page = pdf[0]
-                try:
-                    first = _render(page, page.get_bbox(), 1280, trim=False)
-                    kept.append((first, _Print.of(first)))
-                finally:
-                    page.close()
-            return [img for img, _ in kept]
-        except pdfium.PdfiumError as exc:
-            raise PdfError(f"PDF could not be rendered ({exc})") from None
-        finally:
-            pdf.close()
+    pdf = _open(pdf_path)
+    try:
+        regions: list[_Region] = []
+        page_width = 612.0
+        for index in range(min(len(pdf), max_pages)):
+            try:
+                page = pdf[index]
+            except pdfium.PdfiumError:
+                continue
+            try:
+                if index == 0:
+                    page_width = page.get_width()
+                regions += _page_regions(page, index)
+            except pdfium.PdfiumError as exc:
+                log.debug("%s page %d skipped: %s", pdf_path.name, index + 1, exc)
+            finally:
+                page.close()
+            # Captioned figures rank in reading order, so later pages cannot beat these.
+            if sum(g.caption is not None for g in regions) >= max_images + 2:
+                break
+            if time.monotonic() - started > _DEADLINE:
+                log.info("%s: figure search stopped after %d pages (time budget)", pdf_path.name, index + 1)
+                break
+        regions.sort(key=lambda g: g.rank(page_width))
+        kept: list[tuple[Image.Image, _Print]] = []
+        for region in regions:
+            if len(kept) >= max_images:
+                break
+            page = pdf[region.page]
+            try:
+                img = _render(page, region.rect, 1280)
+            except (pdfium.PdfiumError, ValueError):
+                continue
+            finally:
+                page.close()
+            fingerprint = _Print.of(img)
+            if not any(fingerprint.same_as(other) for _, other in kept):
+                kept.append((img, fingerprint))
+        if not kept and len(pdf) > 0:
+            page = pdf[0]
+            try:
+                first = _render(page, page.get_bbox(), 1280, trim=False)
+                kept.append((first, _Print.of(first)))
+            finally:
+                page.close()
+        return [img for img, _ in kept]
+    except pdfium.PdfiumError as exc:
+        raise PdfError(f"PDF could not be rendered ({exc})") from None
+    finally:
+        pdf.close()
 
 
 def encode_jpeg(img: Image.Image, max_side: int = 1280, max_bytes: int = 1_000_000) -> bytes:
@@ -456,30 +466,29 @@ def extract_text(pdf_path: Path, max_chars: int) -> str:
     Raises PdfError when the file cannot be read at all.
     """
     pages: list[list[str]] = []
-    with PDFIUM_LOCK:
-        pdf = _open(pdf_path)
-        try:
-            total = 0
-            for index in range(min(len(pdf), _MAX_TEXT_PAGES)):
+    pdf = _open(pdf_path)
+    try:
+        total = 0
+        for index in range(min(len(pdf), _MAX_TEXT_PAGES)):
+            try:
+                page = pdf[index]
                 try:
-                    page = pdf[index]
-                    try:
-                        text = page.get_textpage().get_text_range()
-                    finally:
-                        page.close()  # closes its text page too
-                except pdfium.PdfiumError:
-                    continue
-                lines = [ln.strip() for ln in re.split(r"\r\n|\r|\n", text)]
-                pages.append([ln for ln in lines if ln])
-                total += len(text)
-                if any(_REFERENCES.match(ln) for ln in lines):
-                    break
-                # Cleaning drops some, so read on a little past the budget; and at least three
-                # pages, or running headers cannot be told from the text.
-                if total > max_chars * 1.3 + 2000 and len(pages) >= 3:
-                    break
-        finally:
-            pdf.close()
+                    text = page.get_textpage().get_text_range()
+                finally:
+                    page.close()  # closes its text page too
+            except pdfium.PdfiumError:
+                continue
+            lines = [ln.strip() for ln in re.split(r"\r\n|\r|\n", text)]
+            pages.append([ln for ln in lines if ln])
+            total += len(text)
+            if any(_REFERENCES.match(ln) for ln in lines):
+                break
+            # Cleaning drops some, so read on a little past the budget; and at least three
+            # pages, or running headers cannot be told from the text.
+            if total > max_chars * 1.3 + 2000 and len(pages) >= 3:
+                break
+    finally:
+        pdf.close()
     return _clean(pages, max_chars)
 
 
@@ -560,8 +569,47 @@ def _finish(lines: list[str], max_chars: int) -> str:
 # --- the service -------------------------------------------------------------------------------
 
 
-def _thumbnail_jpegs(pdf_path: Path, max_images: int) -> list[bytes]:
-    return [encode_jpeg(img) for img in extract_figures(pdf_path, max_images)]
+def _thumbnail_jpegs(pdf_path: str, max_images: int) -> list[bytes]:
+    """Worker job: the figures as JPEGs (PdfError when the file cannot be read)."""
+    return [encode_jpeg(img) for img in extract_figures(Path(pdf_path), max_images)]
+
+
+def _text_job(pdf_path: str, max_chars: int) -> str:
+    """Worker job: `extract_text` of the file."""
+    return extract_text(Path(pdf_path), max_chars)
+
+
+def _limit_memory(limit: int | None) -> None:
+    """Worker start: cap the address space, so a compression bomb fails in the worker, not the bot.
+
+    Past the limit PDFium aborts (SIGABRT) or Python raises MemoryError; either way only this
+    worker is lost. Without `resource` (Windows) there is no limit.
+    """
+    if not limit:
+        return
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """Workers never fork the bot itself (its threads and event loop): forkserver, else spawn.
+
+    The fork server imports this module once, so a replaced worker starts in milliseconds.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+class _Unusable(Exception):
+    """The job failed for a reason that will not change (already logged and remembered)."""
 
 
 def file_stem(paper: Paper) -> str:
@@ -581,11 +629,34 @@ def _describe(exc: BaseException, seconds: float) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether a failed download may succeed later: timeouts, network, 5xx/408/429, an HTML page."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        code = exc.response.status_code
+        return code >= 500 or code in (408, 429)
+    if isinstance(exc, PdfError):
+        return exc.transient
+    return isinstance(exc, (httpx.TransportError, TimeoutError, OSError))
+
+
+def _signal_name(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-exitcode).name
+    return f"exit code {exitcode}"
+
+
 _MAX_REDIRECTS = 5
 
 
 class PdfService:
-    """Downloads (once, rate-limited, cached by id and version) and works on paper PDFs."""
+    """Downloads (once, rate-limited, cached by id and version) and works on paper PDFs.
+
+    PDFium runs in `render_slots` worker processes (started at the first job), each job under
+    `job_timeout` seconds and a worker address space of `memory_limit` bytes. A job past
+    either is killed with its worker, which is replaced; the paper is remembered as bad in
+    `<cache>/bad/<stem>.txt` (the reason), and gets no images and no text from then on.
+    """
 
     def __init__(
         self,
@@ -597,18 +668,25 @@ class PdfService:
         render_slots: int = 2,
         http: httpx.AsyncClient | None = None,
         retry_failed_after: float = 1800.0,
+        job_timeout: float = 60.0,
+        memory_limit: int | None = 2**30,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.limiter = limiter
         # A PDF that failed to download is not asked for again (text, thumbnails, every poll)
         # until this many seconds have passed: each try costs one of arXiv's 3-second slots.
         self.retry_failed_after = retry_failed_after
-        self._failed: dict[str, float] = {}
+        self._failed: dict[str, tuple[float, bool]] = {}  # file name -> (monotonic time, transient)
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self._slots = asyncio.Semaphore(render_slots)
-        # Our own threads: a PDF that hangs PDFium must not tie up the loop's default executor.
-        self._pool = ThreadPoolExecutor(max_workers=render_slots, thread_name_prefix="pdf")
+        self.job_timeout = job_timeout
+        self.memory_limit = memory_limit
+        self.workers = max(1, render_slots)
+        # The worker jobs: module-level functions, so that a worker process can import them.
+        self.figures_job: Callable[[str, int], list[bytes]] = _thumbnail_jpegs
+        self.text_job: Callable[[str, int], str] = _text_job
+        self._pool: ProcessPool | None = None
+        self._closed = False
         self._inflight: dict[str, asyncio.Future[object]] = {}
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
@@ -620,6 +698,24 @@ class PdfService:
 
     def image_dir(self, paper: Paper) -> Path:
         return self.cache_dir / "img" / file_stem(paper)
+
+    def _bad_path(self, paper: Paper) -> Path:
+        return self.cache_dir / "bad" / f"{file_stem(paper)}.txt"
+
+    def bad_reason(self, paper: Paper) -> str | None:
+        """Why this paper's PDF is unusable (remembered across restarts), or None."""
+        try:
+            return self._bad_path(paper).read_text("utf-8").strip() or "unusable PDF"
+        except OSError:
+            return None
+
+    def _remember_bad(self, paper: Paper, reason: str) -> None:
+        path = self._bad_path(paper)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(reason + "\n", "utf-8")
+        except OSError as exc:
+            log.warning("PDF of %s: could not remember it as bad, %s", paper.versioned_id, exc)
 
     async def _once(self, key: str, make: Callable[[], Awaitable[T]]) -> T:
         """Run `make` once for concurrent callers with the same key; all of them get its result."""
@@ -637,40 +733,58 @@ class PdfService:
         path = self.pdf_path(paper)
         if path.is_file():
             return path
-        failed_at = self._failed.get(path.name)
-        if failed_at is not None and time.monotonic() - failed_at < self.retry_failed_after:
+        failed = self._failed.get(path.name)
+        if failed is not None and time.monotonic() - failed[0] < self.retry_failed_after:
             return None
         result = await self._once("pdf:" + path.name, lambda: self._download(paper, path))
-        if result is None:
-            self._failed[path.name] = time.monotonic()
-        else:
+        if isinstance(result, Path):
             self._failed.pop(path.name, None)
-        return result
+            return result
+        self._failed[path.name] = (time.monotonic(), result)
+        return None
 
-    async def _download(self, paper: Paper, path: Path) -> Path | None:
+    def _download_may_succeed_later(self, paper: Paper) -> bool:
+        """After get_pdf gave None: whether the failure may pass (timeout, network, 5xx)."""
+        failed = self._failed.get(self.pdf_path(paper).name)
+        return failed is None or failed[1]
+
+    async def _download(self, paper: Paper, path: Path) -> Path | bool:
+        """The file, or whether the failure may pass (True for a timeout, network trouble, a 5xx)."""
         if not paper.pdf_url:
             log.warning("PDF of %s: no PDF link in its arXiv entry", paper.versioned_id)
-            return None
+            return False
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f"{path.name}.{secrets.token_hex(4)}.part")
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._fetch(paper.pdf_url, part)
+            await self._fetch(paper.pdf_url, part)
             os.replace(part, path)
             return path
         except (PdfError, httpx.HTTPError, TimeoutError, OSError) as exc:
             log.warning("PDF of %s: %s", paper.versioned_id, _describe(exc, self.timeout))
-            return None
+            return _transient(exc)
         finally:
             part.unlink(missing_ok=True)
 
     async def _fetch(self, url: str, dest: Path) -> None:
+        """Download `url` to `dest` in at most `self.timeout` seconds of transfer.
+
+        The time spent waiting for arXiv rate-limit slots does not count: in a burst the
+        limiter alone can take minutes, and a healthy download must not time out in the queue.
+        """
         limit = f"the limit is {self.max_bytes / 2**20:g} MB"
+        loop = asyncio.get_running_loop()
+        queued = 0.0  # seconds spent waiting for limiter slots
+        started = loop.time()
         async with contextlib.AsyncExitStack() as stack:
+            budget = await stack.enter_async_context(asyncio.timeout(None))
             # Redirects are followed here, each hop in its own limiter slot: arXiv sends
             # http:// PDF links to https://, and that is a second request to arXiv.
             for _ in range(_MAX_REDIRECTS + 1):
+                budget.reschedule(None)
+                waiting = loop.time()
                 await self.limiter.wait()
+                queued += loop.time() - waiting
+                budget.reschedule(started + queued + self.timeout)
                 resp = await stack.enter_async_context(
                     self._http.stream("GET", url, follow_redirects=False)
                 )
@@ -694,24 +808,77 @@ class PdfService:
                     if len(head) < len(_MAGIC):
                         head += chunk[: len(_MAGIC)]
                         if len(head) >= len(_MAGIC) and not head.startswith(_MAGIC):
-                            raise PdfError(f"not a PDF (starts with {head[:16]!r})")
+                            raise PdfError(f"not a PDF (starts with {head[:16]!r})", transient=True)
                     out.write(chunk)
         if size == 0:
-            raise PdfError("empty download")
+            raise PdfError("empty download", transient=True)
         if not head.startswith(_MAGIC):
-            raise PdfError(f"not a PDF (starts with {head!r})")
+            raise PdfError(f"not a PDF (starts with {head!r})", transient=True)
 
     # --- derived -----------------------------------------------------------------------------
 
-    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
-        async with self._slots:
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    def _workers(self) -> ProcessPool:
+        if self._closed:
+            raise RuntimeError("PdfService is closed")
+        if self._pool is None or not self._pool.active:
+            self._pool = ProcessPool(
+                max_workers=self.workers,
+                initializer=_limit_memory,
+                initargs=(self.memory_limit,),
+                context=_mp_context(),
+            )
+        return self._pool
+
+    def _drop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
+
+    async def _schedule(self, job: Callable[[str, int], T], pdf: Path, arg: int) -> T:
+        try:
+            future = self._workers().schedule(job, (str(pdf), arg), timeout=self.job_timeout)
+        except RuntimeError:  # "the pool is not running": it broke since the last job
+            if self._closed:
+                raise
+            self._drop_pool()
+            future = self._workers().schedule(job, (str(pdf), arg), timeout=self.job_timeout)
+        return await asyncio.wrap_future(future)
+
+    async def _job(self, what: str, paper: Paper, job: Callable[[str, int], T], pdf: Path, arg: int) -> T:
+        """`job(pdf, arg)` in a worker process; a failure that will not change raises _Unusable.
+
+        A job past its time limit, a worker that dies (PDFium's SIGABRT, a segfault, the memory
+        limit) and a PdfError leave the paper remembered as bad, with one warning. Any other
+        exception is raised as it is (not remembered: it may be ours).
+        """
+        try:
+            try:
+                return await self._schedule(job, pdf, arg)
+            except BrokenProcessPool:
+                if self._closed:
+                    raise
+                # The pool itself broke, not this job (whose own crash is ProcessExpired): pebble
+                # gives up a pool whose workers died outside a job (the OOM killer, an operator)
+                # and fails the jobs queued in it. Once more on a new pool.
+                self._drop_pool()
+                return await self._schedule(job, pdf, arg)
+        except PdfError as exc:
+            reason = str(exc)
+        except TimeoutError:
+            reason = f"PDF work killed after {self.job_timeout:g} s (time limit)"
+        except ProcessExpired as exc:
+            reason = f"the PDF worker died ({_signal_name(exc.exitcode)}): a PDFium crash or the memory limit"
+        except MemoryError:
+            limit = f" of {self.memory_limit / 2**20:g} MB" if self.memory_limit else ""
+            reason = f"the PDF needs more than the memory limit{limit}"
+        log.warning("%s of %s: none, %s", what, paper.versioned_id, reason)
+        self._remember_bad(paper, reason)
+        raise _Unusable(reason)
 
     async def thumbnails(self, paper: Paper, max_images: int = 4) -> list[Path]:
         """Up to `max_images` JPEGs of the paper's figures (or its first page), best first; cached."""
         folder = self.image_dir(paper)
-        if not folder.is_dir():
+        if not folder.is_dir() and self.bad_reason(paper) is None:
             await self._once("img:" + folder.name, lambda: self._make_thumbnails(paper, folder, max(max_images, 4)))
         if not folder.is_dir():
             return []
@@ -723,13 +890,11 @@ class PdfService:
         if pdf is None:
             return
         try:
-            jpegs = await self._in_thread(_thumbnail_jpegs, pdf, max_images)
-        except PdfError as exc:
-            # The file will not change: remember that it has no images.
-            log.warning("thumbnails of %s: none, %s", paper.versioned_id, exc)
-            jpegs = []
+            jpegs = await self._job("thumbnails", paper, self.figures_job, pdf, max_images)
+        except _Unusable:
+            jpegs = []  # the file will not change: remember that it has no images
         except Exception as exc:  # noqa: BLE001 - a hostile PDF must not take the bot down
-            log.warning("thumbnails of %s: none, %s", paper.versioned_id, _describe(exc, self.timeout))
+            log.warning("thumbnails of %s: none, %s", paper.versioned_id, _describe(exc, self.job_timeout))
             return
         # Written aside and moved in whole: a reader sees all of the images or none.
         staging = folder.with_name(f"{folder.name}.{secrets.token_hex(4)}.tmp")
@@ -746,22 +911,39 @@ class PdfService:
 
     async def first_pages_text(self, paper: Paper, token_budget: int = 6000) -> str | None:
         """The paper's text up to the references, about `token_budget` tokens (4 characters each)."""
+        return (await self.paper_text(paper, token_budget)).text
+
+    async def paper_text(self, paper: Paper, token_budget: int = 6000) -> PaperText:
+        """`first_pages_text`, and when there is none, whether it may come later (`retry`).
+
+        The summary service's text source: a summary made while the download failed for a
+        passing reason is made again when the text can be had.
+        """
+        if self.bad_reason(paper) is not None:
+            return PaperText(None)
         pdf = await self.get_pdf(paper)
         if pdf is None:
-            return None
+            return PaperText(None, retry=self._download_may_succeed_later(paper))
         try:
-            text = await self._in_thread(extract_text, pdf, token_budget * 4)
+            text = await self._job("text", paper, self.text_job, pdf, token_budget * 4)
+        except _Unusable:
+            return PaperText(None)
         except Exception as exc:  # noqa: BLE001 - a hostile PDF must not take the bot down
-            log.warning("text of %s: none, %s", paper.versioned_id, _describe(exc, self.timeout))
-            return None
+            log.warning("text of %s: none, %s", paper.versioned_id, _describe(exc, self.job_timeout))
+            return PaperText(None, retry=True)
         if not text.strip():
             log.warning("text of %s: none, the PDF has no text layer", paper.versioned_id)
-            return None
-        return text
+            return PaperText(None)
+        return PaperText(text)
 
     async def aclose(self) -> None:
+        """Stop at once: running downloads are cancelled and the workers killed, even mid-job."""
+        self._closed = True
         for future in list(self._inflight.values()):
             future.cancel()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()  # terminates the workers, whatever they are doing
+            await asyncio.to_thread(pool.join, 5)
         if self._own_http:
             await self._http.aclose()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,7 +92,7 @@ async def _schedule(c: Components, senders: dict[Platform, Sender], stop: asynci
 
     scheduler = Scheduler(c, senders)
     log.info("paperbot running; polling every %d min", c.settings.poll_minutes)
-    await scheduler.run(stop)
+    await until_stopped(scheduler.run(stop), stop)
 
 
 async def _start_updates(app: Any, settings: Settings) -> None:
@@ -117,6 +118,35 @@ async def _start_updates(app: Any, settings: Settings) -> None:
         bootstrap_retries=WEBHOOK_BOOTSTRAP_RETRIES,
     )
     log.info("Telegram webhook mode: listening on %s:%d for %s", host, port, urlsplit(url).path or "/")
+
+
+# Seconds a step in progress (a push, a prepared summary) may take to finish after SIGTERM before it
+# is cancelled; the delivery ledger treats that as a crash (at most the message in flight repeats).
+STOP_GRACE = 5.0
+
+
+async def until_stopped(work: Awaitable[None], stop: asyncio.Event, grace: float = STOP_GRACE) -> None:
+    """Run `work` to its end; once `stop` is set, give it `grace` seconds, then cancel it.
+
+    The scheduler looks at `stop` only between steps, and a step can wait on a PDF job for up to
+    its time limit: without this, SIGTERM would wait for that.
+    """
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            log.warning("stopping: the step in progress did not end within %g s; cancelled", grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        else:
+            task.result()
+    finally:
+        stopped.cancel()
+        task.cancel()
 
 
 async def _stop_telegram(app: Any) -> None:

@@ -8,6 +8,7 @@ variants (encrypted, truncated) that no library would produce on purpose.
 from __future__ import annotations
 
 import random
+import struct
 import zlib
 from dataclasses import dataclass, field
 
@@ -215,3 +216,36 @@ def paper(n_pages: int, figures: dict[int, tuple[Raster | Vector, str]] | None =
         else:
             pages.append(text_page(body_lines(50, p), top=740, number=p))
     return build_pdf(pages)
+
+
+def deflated_zeros(megabytes: int) -> bytes:
+    """A zlib stream that inflates to `megabytes` MiB of zero bytes, about 1/1000 of that in size.
+
+    Built without compressing gigabytes: after a full flush the deflate state starts afresh,
+    so the compressed form of one MiB of zeros can simply be repeated. The Adler-32 of n zero
+    bytes is ((n mod 65521) << 16) | 1.
+    """
+    mib = b"\0" * 2**20
+    z = zlib.compressobj(9)
+    first = z.compress(mib) + z.flush(zlib.Z_FULL_FLUSH)  # with the zlib header
+    again = z.compress(mib) + z.flush(zlib.Z_FULL_FLUSH)
+    n = megabytes * 2**20
+    return first + again * (megabytes - 1) + b"\x03\x00" + struct.pack(">I", ((n % 65521) << 16) | 1)
+
+
+def compression_bomb(megabytes: int = 2048) -> bytes:
+    """A one-page PDF whose content stream (FlateDecode) inflates to `megabytes` MiB of whitespace.
+
+    2048 MiB is a 2 MB file. PDFium inflates the whole stream to read the page; without a memory
+    limit that takes over 3 GB, and a bigger bomb makes PDFium abort (SIGABRT).
+    """
+    w = _Writer()
+    pages = w.reserve()
+    data = deflated_zeros(megabytes)
+    content = w.add(b"<< /Filter /FlateDecode /Length %d >>\nstream\n" % len(data) + data + b"\nendstream")
+    page = w.add(
+        f"<< /Type /Page /Parent {pages} 0 R /MediaBox [0 0 612 792] /Resources << >> /Contents {content} 0 R >>"
+        .encode()
+    )
+    w.set(pages, f"<< /Type /Pages /Kids [{page} 0 R] /Count 1 >>".encode())
+    return w.build(w.add(f"<< /Type /Catalog /Pages {pages} 0 R >>".encode()))

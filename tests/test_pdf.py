@@ -6,10 +6,9 @@ import asyncio
 import logging
 import os
 import random
-import threading
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -18,12 +17,14 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-import bot.pdf
-from bot.models import Paper
+from bot.models import Paper, PaperText
 from bot.pdf import PdfError, PdfService, encode_jpeg, extract_figures, extract_text
 from bot.ratelimit import RateLimiter
+from tests import pdf_faults
 from tests.fakes.server import ThreadedServer
-from tests.pdfgen import Page, Raster, Text, Vector, body_lines, build_pdf, figure_page, paper, text_page
+from tests.pdfgen import (
+    Page, Raster, Text, Vector, body_lines, build_pdf, compression_bomb, figure_page, paper, text_page,
+)
 
 PDFS = Path(__file__).parent / "fixtures" / "pdf"
 BETHE = PDFS / "1111.2011v2.pdf"
@@ -388,41 +389,152 @@ async def test_http_error_missing_link_and_timeout_are_one_warning_each(
     assert "timed out" in warnings(caplog)[2]
 
 
-async def test_a_render_that_hangs_gives_up_with_one_warning_and_frees_its_slot(
-    tmp_path: Path, pdf_server: PdfServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+# --- the worker processes: hangs, crashes and bombs cost one paper -----------------------------
+
+
+def faulty_service(tmp_path: Path, **kw: object) -> PdfService:
+    """A service whose worker jobs hang or abort on PDFs marked by `pdf_faults.with_fault`."""
+    svc = PdfService(tmp_path / "cache", RateLimiter(0), **kw)  # type: ignore[arg-type]
+    svc.figures_job = pdf_faults.figures
+    svc.text_job = pdf_faults.text
+    return svc
+
+
+def worker_pids(svc: PdfService) -> set[int]:
+    assert svc._pool is not None
+    return {w.pid for w in svc._pool._pool_manager.worker_manager.workers.values()}
+
+
+async def test_a_pdf_that_hangs_is_killed_remembered_as_bad_and_the_pool_goes_on(
+    tmp_path: Path, pdf_server: PdfServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    release = threading.Event()
-    real = bot.pdf._thumbnail_jpegs
-
-    def stuck(pdf: Path, n: int) -> list[bytes]:
-        if pdf.name.startswith("2401.00008"):
-            release.wait(10)  # stands in for a PDF on which PDFium never returns
-        return real(pdf, n)
-
-    monkeypatch.setattr(bot.pdf, "_thumbnail_jpegs", stuck)
-    pdf_server.files["s.pdf"] = paper(1)
+    pdf_server.files["s.pdf"] = pdf_faults.with_fault(paper(1), "hang")
     pdf_server.files["b.pdf"] = BETHE.read_bytes()
-    svc = PdfService(tmp_path / "cache", RateLimiter(0), timeout=0.5, render_slots=2)
+    svc = faulty_service(tmp_path, job_timeout=1.0, render_slots=1)
+    stuck = make_paper("2401.00008", pdf_server.url("s.pdf"))
     try:
-        assert await svc.thumbnails(make_paper("2401.00008", pdf_server.url("s.pdf"))) == []
-        [message] = warnings(caplog)
-        assert "2401.00008v2" in message and "timed out" in message
-        # The other slot still works, and the stuck paper is tried again later rather than cached as empty.
         assert len(await svc.thumbnails(make_paper("1111.2011", pdf_server.url("b.pdf")))) == 3
-        release.set()
-        assert len(await svc.thumbnails(make_paper("2401.00008", pdf_server.url("s.pdf")))) == 1
+        [before] = worker_pids(svc)
+        started = time.monotonic()
+        assert await svc.thumbnails(stuck) == []
+        assert 1.0 <= time.monotonic() - started < 5
+        [message] = warnings(caplog)
+        assert message == "thumbnails of 2401.00008v2: none, PDF work killed after 1 s (time limit)"
+        assert before not in worker_pids(svc) or not _alive(before)  # the hung worker was killed
+
+        # The one worker is free again, and the bad paper is not worked on again: no text, no images.
+        assert (await svc.first_pages_text(make_paper("1111.2011", pdf_server.url("b.pdf")))) is not None
+        assert await svc.paper_text(stuck) == PaperText(None, retry=False)
+        assert await svc.thumbnails(stuck) == []
+        assert len(warnings(caplog)) == 1
     finally:
-        release.set()
+        await svc.aclose()
+    # Remembered across a restart: a new service on the same cache does not try it again.
+    again = faulty_service(tmp_path, job_timeout=1.0)
+    try:
+        assert again.bad_reason(stuck) == "PDF work killed after 1 s (time limit)"
+        assert await again.first_pages_text(stuck) is None and again._pool is None
+    finally:
+        await again.aclose()
+    assert pdf_server.hits("s.pdf") == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+async def test_a_worker_that_aborts_costs_only_its_paper(
+    tmp_path: Path, pdf_server: PdfServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PDFium aborts the process (SIGABRT) on some files: the worker dies, the bot does not."""
+    pdf_server.files["a.pdf"] = pdf_faults.with_fault(paper(1), "abort")
+    pdf_server.files["b.pdf"] = BETHE.read_bytes()
+    svc = faulty_service(tmp_path, render_slots=1)
+    aborting = make_paper("2401.00011", pdf_server.url("a.pdf"))
+    try:
+        text, thumbs = await asyncio.gather(svc.paper_text(aborting), svc.thumbnails(aborting))
+        assert text == PaperText(None, retry=False) and thumbs == []
+        assert svc.bad_reason(aborting) == (
+            "the PDF worker died (SIGABRT): a PDFium crash or the memory limit"
+        )
+        assert "text of 2401.00011v2: none, the PDF worker died (SIGABRT)" in warnings(caplog)[0]
+        # The same service, one worker: a healthy paper works right after.
+        assert len(await svc.thumbnails(make_paper("1111.2011", pdf_server.url("b.pdf")))) == 3
+    finally:
         await svc.aclose()
 
 
-def test_pdfium_is_used_by_one_thread_at_a_time() -> None:
-    """PDFium corrupts memory when two threads call it at once; the module serialises all calls."""
+async def test_a_worker_killed_while_idle_is_replaced(tmp_path: Path) -> None:
+    """The kernel's OOM killer or an operator may kill a worker between jobs: the next job still runs."""
+    svc = PdfService(tmp_path / "cache", RateLimiter(0), render_slots=1)
+    paper_ = make_paper("1111.2011", None)
+    try:
+        first = await svc._job("text", paper_, svc.text_job, BETHE, 1000)
+        [pid] = worker_pids(svc)
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            await asyncio.sleep(0.01)
+        assert await svc._job("text", paper_, svc.text_job, BETHE, 1000) == first
+        assert pid not in worker_pids(svc)
+    finally:
+        await svc.aclose()
+
+
+async def test_a_compression_bomb_hits_the_memory_limit_in_the_worker(
+    tmp_path: Path, pdf_server: PdfServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 2 MB PDF whose page inflates to 2 GiB: over the worker's 512 MiB, PDFium gives up (it aborts)."""
+    pdf_server.files["bomb.pdf"] = compression_bomb(2048)
+    pdf_server.files["b.pdf"] = BETHE.read_bytes()
+    svc = PdfService(tmp_path / "cache", RateLimiter(0), memory_limit=512 * 2**20, render_slots=1)
+    bomb = make_paper("2401.00012", pdf_server.url("bomb.pdf"))
+    try:
+        assert await svc.paper_text(bomb) == PaperText(None, retry=False)
+        assert await svc.thumbnails(bomb) == []
+        [message] = warnings(caplog)
+        assert message.startswith("text of 2401.00012v2: none, ")
+        assert "memory limit" in message
+        text = await svc.first_pages_text(make_paper("1111.2011", pdf_server.url("b.pdf")))
+        assert text and text.startswith("Quantum Criticality")
+    finally:
+        await svc.aclose()
+
+
+async def test_aclose_kills_a_hanging_job_at_once(tmp_path: Path, pdf_server: PdfServer) -> None:
+    """`paperbot run` stops on SIGTERM while PDFium hangs: closing the service kills the workers."""
+    pdf_server.files["s.pdf"] = pdf_faults.with_fault(paper(1), "hang")
+    svc = faulty_service(tmp_path, job_timeout=600)
+    job = asyncio.create_task(svc.thumbnails(make_paper("2401.00013", pdf_server.url("s.pdf"))))
+    while svc._pool is None or not any(
+        t.started for t in svc._pool._pool_manager.task_manager.tasks.values()
+    ):
+        await asyncio.sleep(0.02)
+    pids = worker_pids(svc)
+    started = time.monotonic()
+    await svc.aclose()
+    assert time.monotonic() - started < 3
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert not any(_alive(pid) for pid in pids)
+
+
+async def test_pdfium_jobs_run_side_by_side_in_separate_workers(tmp_path: Path) -> None:
+    """PDFium is not thread-safe; each worker process runs one job at a time, so results stay right."""
     expected = [(len(extract_figures(pdf)), extract_text(pdf, 5000)) for pdf in (BETHE, TABLEFORMER)]
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(lambda i: (len(extract_figures((BETHE, TABLEFORMER)[i % 2])),
-                                           extract_text((BETHE, TABLEFORMER)[i % 2], 5000)), range(12)))
-    assert results == [expected[i % 2] for i in range(12)]
+    svc = PdfService(tmp_path / "cache", RateLimiter(0), render_slots=2)
+    pdfs = [(BETHE, TABLEFORMER)[i % 2] for i in range(8)]
+    try:
+        figures = [svc._job("thumbnails", make_paper("x", None), svc.figures_job, pdf, 4) for pdf in pdfs]
+        texts = [svc._job("text", make_paper("x", None), svc.text_job, pdf, 5000) for pdf in pdfs]
+        results = await asyncio.gather(*figures, *texts)
+        assert len(worker_pids(svc)) == 2
+    finally:
+        await svc.aclose()
+    assert [(len(f), t) for f, t in zip(results[:8], results[8:])] == [expected[i % 2] for i in range(8)]
 
 
 # --- text ----------------------------------------------------------------------------------------
@@ -509,3 +621,28 @@ async def test_each_redirect_hop_waits_for_its_own_rate_limit_slot(tmp_path: Pat
         await svc.aclose()
     assert pdf_server.server.paths() == ["/moved/real.pdf", "/pdf/real.pdf"]
     assert limiter.requests == 2
+
+
+async def test_the_download_time_limit_does_not_count_the_wait_for_a_rate_limit_slot(
+    tmp_path: Path, pdf_server: PdfServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a burst the arXiv limiter queues a download for longer than its time limit: it still succeeds."""
+    pdf_server.files["q.pdf"] = paper(1)
+    limiter = RateLimiter(0.4)
+    for _ in range(3):
+        limiter._reserve()  # three requests ahead of ours: about 1.2 s in the queue
+    svc = PdfService(tmp_path / "cache", limiter, timeout=0.5)
+    try:
+        started = time.monotonic()
+        assert await svc.get_pdf(make_paper("2401.00014", pdf_server.url("q.pdf", route="moved"))) is not None
+        assert time.monotonic() - started > 1.0  # waited for its slots (two: the redirect is a request too)
+        assert warnings(caplog) == []
+
+        # A transfer slower than the limit still times out, and may succeed later: a summary retries.
+        pdf_server.delay = 1.0
+        slow = make_paper("2401.00015", pdf_server.url("q.pdf"))
+        assert await svc.paper_text(slow) == PaperText(None, retry=True)
+        assert "timed out" in warnings(caplog)[0]
+        assert await svc.paper_text(make_paper("2401.00016", None)) == PaperText(None, retry=False)
+    finally:
+        await svc.aclose()

@@ -131,6 +131,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        4,
+        "summaries: made again once the paper's text comes; a fallback's stand-in mark",
+        """
+        -- 1: made without the paper's text for a reason that may pass (download timeout,
+        -- network, 5xx); the next request that can get the text makes it once more.
+        ALTER TABLE summaries ADD COLUMN text_retry INTEGER NOT NULL DEFAULT 0;
+        -- A fallback's summary made because this model (a model key) failed or was skipped;
+        -- the next request after the model recovers replaces it. NULL otherwise.
+        ALTER TABLE summaries ADD COLUMN stand_in_for TEXT;
+        """,
+    ),
+    (
         6,
         "the message ids of each paper's post (for replies), and cached answers to /ask",
         """

@@ -96,7 +96,7 @@ class PaperStore(StoreBase):
         self, paper: Paper, language: str, model: str, prompt_version: str
     ) -> Summary | None:
         row = await self.fetchone(
-            "SELECT content, generated_by, full_text_used, created_at FROM summaries "
+            "SELECT content, generated_by, full_text_used, created_at, text_retry, stand_in_for FROM summaries "
             "WHERE arxiv_id=? AND version=? AND language=? AND model=? AND prompt_version=?",
             (paper.arxiv_id, paper.version, language, model, prompt_version),
         )
@@ -110,16 +110,20 @@ class PaperStore(StoreBase):
             full_text_used=bool(row["full_text_used"]),
             prompt_version=prompt_version,
             created_at=datetime.fromisoformat(row["created_at"]),
+            text_retry=bool(row["text_retry"]),
+            stand_in_for=row["stand_in_for"],
         )
 
     async def put_summary(self, summary: Summary, model: str) -> None:
         p = summary.paper
         await self.execute(
             "INSERT INTO summaries(arxiv_id, version, language, model, prompt_version, "
-            "content, generated_by, full_text_used, created_at) VALUES (?,?,?,?,?,?,?,?,?) "
+            "content, generated_by, full_text_used, created_at, text_retry, stand_in_for) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(arxiv_id, version, language, model, prompt_version) DO UPDATE SET "
             "content=excluded.content, generated_by=excluded.generated_by, "
-            "full_text_used=excluded.full_text_used, created_at=excluded.created_at",
+            "full_text_used=excluded.full_text_used, created_at=excluded.created_at, "
+            "text_retry=excluded.text_retry, stand_in_for=excluded.stand_in_for",
             (
                 p.arxiv_id,
                 p.version,
@@ -130,7 +134,18 @@ class PaperStore(StoreBase):
                 summary.generated_by,
                 int(summary.full_text_used),
                 now_iso(),
+                int(summary.text_retry),
+                summary.stand_in_for,
             ),
+        )
+
+    async def clear_summary_text_retry(self, summary: Summary, model: str) -> None:
+        """The paper's text will not come (its PDF is bad): keep this summary as it is for good."""
+        p = summary.paper
+        await self.execute(
+            "UPDATE summaries SET text_retry=0 "
+            "WHERE arxiv_id=? AND version=? AND language=? AND model=? AND prompt_version=?",
+            (p.arxiv_id, p.version, summary.language, model, summary.prompt_version),
         )
 
     async def count_summaries(self) -> int:

@@ -6,6 +6,7 @@ choice without a key. It cannot translate: its content is in the paper's own lan
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import Counter
@@ -19,17 +20,22 @@ _ABBREVIATIONS = frozenset(
     "e.g i.e fig figs eq eqs sec secs tab tabs ref refs vs cf approx resp no nos vol pp ch "
     "dr prof mr ms jr inc ltd corp dept univ thm lem prop def cor alg app appx ca".split()
 )
+# Every pattern here runs in linear time: a run of dots or a blank page of PDF text must not
+# make a search quadratic (a backtracking regex over 20,000 characters takes seconds).
 _BOUNDARY = re.compile(
-    r"[.!?]+[\"'”’)\]]*(?=\s|$)"  # the usual: punctuation, closing quotes, whitespace
+    # The usual: punctuation, closing quotes, whitespace. Possessive and anchored at the start of
+    # a run of punctuation, so that a long run of dots is scanned once, not once per dot.
+    r"(?<![.!?])[.!?]++[\"'”’)\]]*+(?=\s|$)"
     r"|(?<=[a-z]{2}[.!?])(?=[A-Z][a-z])"  # a missing space: "qualitatively.The code"
     r"|[。！？]+"
 )
 _INITIALS = re.compile(r"^(?:[A-Za-z]\.)*[A-Za-z]$")  # "J", "U.S"
-_URL = re.compile(r"https?://\S+|www\.\S+|\b\S+\.(?:com|org|io|net)/\S*")
+_URL_HOSTS = (".com", ".org", ".io", ".net")
 _CODE_URL = re.compile(r"(?:https?://)?(?:www\.)?(?:github|gitlab)\.com/[\w.-]+/[\w.-]+", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]")
 _ACRONYM = re.compile(r"\b[A-Z][A-Za-z0-9]*[A-Z][A-Za-z0-9-]*\b")  # SAM, StableSDG, SDXL
-_REFERENCES = re.compile(r"\n\s*(?:\d+\.?\s*)?(?:references|bibliography)\s*\n", re.IGNORECASE)
+_REFERENCES = re.compile(r"^[ \t]*(?:\d+\.?[ \t]*)?(?:references|bibliography)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_NEXT_WORD = re.compile(r"\s*(\S+)")
 
 _STOPWORDS = frozenset(
     """a about above after again against all also although am among an and any are as at be because
@@ -106,14 +112,19 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _is_boundary(text: str, start: int, m: re.Match[str]) -> bool:
+    """Whether the punctuation `m` ends the sentence that began at `start`.
+
+    `text` has single spaces only (split_sentences made it so); every look here is bounded by
+    one word, so splitting stays linear in the text's length.
+    """
     if m.group().startswith(("。", "！", "？")):
         return True
-    before = text[start : m.start()].split()
-    token = before[-1] if before else ""
+    token = text[max(start, text.rfind(" ", start, m.start()) + 1) : m.start()]
     if "://" in token or token.startswith("www."):
         return False
-    following = text[m.end() :].lstrip()[:1]
-    if following.islower():
+    after = _NEXT_WORD.match(text, m.end())
+    next_word = after.group(1) if after else ""
+    if next_word[:1].islower():
         return False
     if m.group().startswith("."):
         bare = token.lstrip("([\"'").lower()
@@ -121,9 +132,20 @@ def _is_boundary(text: str, start: int, m: re.Match[str]) -> bool:
             return False
         # "J. Doe" and "et al. (2020)" go on, but "finite N. The" and "etc. We" end sentences.
         if _INITIALS.match(bare) or bare in ("al", "etc"):
-            next_word = text[m.end() :].split(maxsplit=1)[:1]
-            return bool(next_word) and next_word[0].lower() in _STOPWORDS
+            return bool(next_word) and next_word.lower() in _STOPWORDS
     return True
+
+
+def has_url(text: str) -> bool:
+    """Whether the text holds a web address: http(s)://..., www...., or host.com/... (linear time)."""
+    for token in text.split():
+        bare = token.lstrip("([\"'<")
+        if bare.startswith(("http://", "https://", "www.")):
+            return True
+        host, slash, _ = bare.partition("/")
+        if slash and host.lower().endswith(_URL_HOSTS) and len(host) > 4:
+            return True
+    return False
 
 
 def content_words(text: str) -> list[str]:
@@ -142,9 +164,11 @@ def find_code_url(*texts: str | None) -> str | None:
 
 
 def _clean_full_text(text: str) -> str:
-    text = _REFERENCES.split(text, maxsplit=1)[0]
+    references = _REFERENCES.search(text)
+    if references is not None and references.start() > 0:
+        text = text[: references.start()]
     text = re.sub(r"[\u00ad\ufffe\uffff]", "", text)  # soft hyphens as PDF text extraction leaves them
-    return re.sub(r"(\w)-\s*\n\s*(\w)", r"\1\2", text)  # words hyphenated across lines
+    return re.sub(r"(\w)-[^\S\n]*\n\s*(\w)", r"\1\2", text)  # words hyphenated across lines
 
 
 def _full_text_sentences(text: str) -> list[str]:
@@ -188,13 +212,14 @@ class ExtractiveSummarizer:
     prompt_version = "x2"  # bump when the selection rules change
 
     async def summarize(self, paper: Paper, language: str, full_text: str | None) -> SummaryContent:
-        return self.summarize_sync(paper, full_text)
+        # Pure CPU work over up to a paper's first pages: in a thread, so the event loop keeps serving.
+        return await asyncio.to_thread(self.summarize_sync, paper, full_text)
 
     def summarize_sync(self, paper: Paper, full_text: str | None = None) -> SummaryContent:
-        abstract = [s for s in split_sentences(paper.abstract) if not _URL.search(s)]
+        abstract = [s for s in split_sentences(paper.abstract) if not has_url(s)]
         extra: list[str] = []
         if full_text:
-            extra = [s for s in _full_text_sentences(full_text) if _is_prose(s) and not _URL.search(s)]
+            extra = [s for s in _full_text_sentences(full_text) if _is_prose(s) and not has_url(s)]
         sentences = self._score(paper.title, abstract, extra)
         ab = [s for s in sentences if s.in_abstract]
         ft = [s for s in sentences if not s.in_abstract]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
+from typing import Any
 
 from google import genai
 from google.genai import errors as genai_errors
@@ -33,6 +35,27 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 _TRANSPORT_ERRORS = _transport_errors()
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)s\s*")  # google.protobuf.Duration in JSON: "18.9s"
+
+
+def retry_delay(body: Any, headers: Any = None) -> float | None:
+    """The wait in seconds a Google API error asks for, or None.
+
+    `body` is the error's JSON: `{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+    "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "18.9s"}]}}`
+    (Gemini's quota errors carry one). Failing that, an HTTP `Retry-After` in seconds.
+    """
+    error = body.get("error", body) if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for item in details if isinstance(details, list) else []:
+        delay = item.get("retryDelay") if isinstance(item, dict) else None
+        m = _DURATION.fullmatch(delay) if isinstance(delay, str) else None
+        if m:
+            return float(m.group(1))
+    after = headers.get("Retry-After") if headers is not None and hasattr(headers, "get") else None
+    if isinstance(after, str) and after.strip().isdigit():
+        return float(after.strip())
+    return None
 
 
 class GeminiModel:
@@ -63,7 +86,8 @@ class GeminiModel:
         except genai_errors.APIError as exc:
             detail = self._redact(f"HTTP {exc.code} {exc.status or ''} {exc.message or ''}".strip())
             if exc.code in _RETRY_STATUS or exc.code >= 500:
-                raise TransientLLMError(detail) from None
+                wait = retry_delay(exc.details, getattr(exc.response, "headers", None))
+                raise TransientLLMError(detail, retry_after=wait) from None
             raise SummarizerError(f"Gemini refused the request: {detail}") from None
         except genai_errors.UnknownApiResponseError:
             raise TransientLLMError("a response body that is not JSON") from None

@@ -10,7 +10,7 @@ status}}` bodies.
 
 Knobs: `script(*replies)` queues replies, consumed one per call; without one, `default` answers
 (None: a valid summary built from the request, echoing its target language and title).
-`FakeGemini.error(status)`, `.text(raw)` and `.content(dict)` build replies; each may carry a
+`FakeGemini.error(status, retry_delay=...)`, `.text(raw)` and `.content(dict)` build replies; each may carry a
 `delay`. `expected_key` turns a wrong key into the API's 400. Records: `calls`, `bodies`,
 `prompts`, `keys`, `paths`, `usage` (the promptTokenCount and candidatesTokenCount of every reply
 it sent), and `peak`, the most requests it was answering at once.
@@ -128,9 +128,29 @@ class FakeGemini:
     # --- building replies ----------------------------------------------------------------
 
     @staticmethod
-    def error(status: int, message: str | None = None, *, delay: float = 0.0) -> Reply:
+    def error(status: int, message: str | None = None, *, delay: float = 0.0, retry_delay: str | None = None) -> Reply:
+        """Google's error body; `retry_delay` ("18.9s") adds the details a real quota 429 carries."""
         name, default = _ERRORS.get(status, ("UNKNOWN", "Unknown error."))
-        return Reply(status, error={"code": status, "message": message or default, "status": name}, delay=delay)
+        error: dict[str, Any] = {"code": status, "message": message or default, "status": name}
+        if retry_delay is not None:
+            error["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                            "quotaDimensions": {"location": "global", "model": "gemini-2.5-flash"},
+                            "quotaValue": "10",
+                        }
+                    ],
+                },
+                {"@type": "type.googleapis.com/google.rpc.Help",
+                 "links": [{"description": "Learn more about Gemini API quotas",
+                            "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay},
+            ]
+        return Reply(status, error=error, delay=delay)
 
     @staticmethod
     def text(raw: str, *, delay: float = 0.0, finish_reason: str = "STOP") -> Reply:
