@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.arxiv_source import ArxivSource
+from bot.buttons import ButtonSigner, load_signer
 from bot.config import Settings
 from bot.pdf import PdfService
 from bot.ratelimit import RateLimiter
@@ -22,6 +23,7 @@ class Components:
     arxiv: ArxivSource
     pdfs: PdfService
     summaries: SummaryService
+    buttons: ButtonSigner  # signs and checks the data of our buttons
 
     async def aclose(self) -> None:
         await self.summaries.aclose()
@@ -51,4 +53,4 @@ async def build_components(settings: Settings) -> Components:
     summaries = SummaryService(
         store, primary, fallback=extractive, text_source=pdfs.first_pages_text
     )
-    return Components(settings, store, limiter, arxiv, pdfs, summaries)
+    return Components(settings, store, limiter, arxiv, pdfs, summaries, await load_signer(store))

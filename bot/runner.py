@@ -38,7 +38,7 @@ async def run_service(settings: Settings) -> None:
             await tg.start()
             assert tg.updater is not None
             await tg.updater.start_polling(drop_pending_updates=False)
-            senders[Platform.TELEGRAM] = TelegramSender(tg.bot)
+            senders[Platform.TELEGRAM] = TelegramSender(tg.bot, c.buttons)
             stoppers.append(_stop_telegram(tg))
             log.info("Telegram bot started as @%s", tg.bot.username)
         if settings.discord_bot_token is not None:

@@ -100,6 +100,16 @@ class DigestResult:
     retry_minutes: int | None = None
 
 
+def quota_note(left_out: int, retry_minutes: int | None, limit: int) -> str:
+    """What /digest says about the papers the asker's quota left out."""
+    noun = "paper needs" if left_out == 1 else "papers need"
+    when = f"in about {retry_minutes} min" if retry_minutes is not None else "later"
+    return (
+        f"{left_out} more {noun} a new summary, and you have used your {limit} new summaries for this hour. "
+        f"Ask again with /digest {when}; papers that were already summarized are always free."
+    )
+
+
 @dataclass
 class SubscribeResult:
     topic: Topic

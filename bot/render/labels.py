@@ -44,6 +44,8 @@ class Labels:
     description: str  # `{topic}` and `{day}` are filled in
     figures: str
     more_papers: str
+    # After the names a long list shows: `{count}` is how many more there are.
+    more_names: str = "and {count:,} more"
 
 
 EN = Labels(
@@ -116,6 +118,7 @@ ZH = Labels(
     description="{topic} 方向最新论文已更新，请持续关注 Update in {day}",
     figures="点此查看论文截图",
     more_papers="今天的更多论文：",
+    more_names="等另外 {count:,} 位",
 )
 
 _ZH_NAMES = {"zh", "chinese", "中文", "汉语", "漢語", "简体中文", "繁體中文", "mandarin"}

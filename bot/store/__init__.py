@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from bot.store.base import StoreBase
+from bot.store.buttons import ButtonStore
 from bot.store.chats import ChatStore
 from bot.store.feed import FeedStore
 from bot.store.papers import PaperStore
 
 
-class Store(FeedStore, PaperStore, ChatStore, StoreBase):
+class Store(FeedStore, PaperStore, ChatStore, ButtonStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 

@@ -90,6 +90,7 @@ class FakeDiscord:
         self.commands: list[dict[str, Any]] = []
         self.identified = 0  # IDENTIFY payloads with the right token
         self.failures: dict[int, tuple[int, int, str]] = {}  # channel id -> (status, code, message)
+        self.deleted_originals: set[str] = set()  # tokens whose original response (e.g. "thinking…") was deleted
         self._ids = itertools.count(1_200_000_000_000_000_000)
         self._interactions: dict[str, int] = {}  # token -> channel id
         self._ws: web.WebSocketResponse | None = None
@@ -107,6 +108,7 @@ class FakeDiscord:
         r.add_post("/api/v10/interactions/{iid}/{token}/callback", self._callback)
         r.add_post("/api/v10/webhooks/{app}/{token}", self._followup)
         r.add_patch("/api/v10/webhooks/{app}/{token}/messages/@original", self._edit_original)
+        r.add_delete("/api/v10/webhooks/{app}/{token}/messages/@original", self._delete_original)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -378,8 +380,23 @@ class FakeDiscord:
         body, files = await self._body(request)
         if problem := _invalid(body, files):
             return _error(400, 50035, f"Invalid Form Body: {problem}")
+        deferred = [c for c in self.callbacks_for(token) if c.type == 5]
+        if deferred and token not in self.deleted_originals and not any(
+            m.via == "followup" for m in self.replies(token)
+        ):
+            # As on Discord: the first followup after a deferred response takes the place of the
+            # "thinking…" message and keeps its visibility, whatever flags it asks for.
+            ephemeral = int(deferred[0].data.get("flags") or 0) & 64
+            body = {**body, "flags": (int(body.get("flags") or 0) & ~64) | ephemeral}
         message = self._record("followup", token, self._interactions[token], body, files, webhook=True)
         return _json(message)
+
+    async def _delete_original(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        if token not in self._interactions or not self.callbacks_for(token):
+            return _error(404, 10015, "Unknown Webhook")
+        self.deleted_originals.add(token)
+        return web.Response(status=204)
 
     async def _edit_original(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
