@@ -259,7 +259,7 @@ class Service:
     @staticmethod
     def language(text: str) -> str:
         with user_input():
-            text = validate.setting_value(text, "/settings language zh")
+            text = validate.language(text)
         try:
             return normalize_language(text)
         except ValueError as exc:

@@ -64,6 +64,7 @@ from bot.render.telegram import (
 )
 from bot.sender import ChatGone, ChatMoved
 from bot.service import HELP_TEXT, Service, UserError, quota_note
+from bot.validate import clean
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,7 @@ class TelegramBot:
         if not id_text:
             raise UserError("Give a paper id, e.g. /summary 2405.01872 or /summary https://arxiv.org/abs/2405.01872")
         async with typing(bot, r.to):
-            placeholder = await say(bot, r.to, f"Summarizing {escape(clip(id_text, 200))}…")
+            placeholder = await say(bot, r.to, f"Summarizing {escape(clip(clean(id_text), 200))}…")
             try:
                 result = await self.service.summarize(id_text, r.chat.language, user_key=r.user_key)
             except UserError as exc:

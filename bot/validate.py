@@ -32,6 +32,8 @@ MAX_TOPIC_ID = 10**9  # larger numbers are no topic id, only a way to make the r
 # U+061C (Arabic letter mark), U+FEFF (BOM), U+180E (Mongolian vowel separator).
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u061c\ufeff\u180e]")
 _ASCII_NUMBER = re.compile(r"[0-9]+")
+# Characters no arXiv search uses: markup, statement separators, brackets of other languages.
+_NOT_IN_QUERIES = frozenset("<>{}[]\\|;=`")
 
 
 class BadInput(ValueError):
@@ -86,6 +88,13 @@ def query(text: str) -> str:
             f"A query can be at most {MAX_QUERY_CHARS} characters; this one has {len(s):,}. "
             "Split it into several topics, e.g. /subscribe cat:cs.CV AND ti:diffusion"
         )
+    _no_foreign_digits(s, "/subscribe ti:3D AND cat:cs.CV")
+    bad = sorted({ch for ch in s if ch in _NOT_IN_QUERIES})
+    if bad:
+        raise BadInput(
+            f"A query cannot contain {' '.join(bad)}: use words, field prefixes (ti: abs: au: cat: all:), "
+            'AND, OR, ANDNOT, parentheses and "quoted phrases". Example: /subscribe cat:cs.CV AND ti:diffusion'
+        )
     depth = deepest = 0
     quoted = False
     for ch in s:
@@ -135,6 +144,14 @@ def topic_ids(text: str) -> list[int] | None:
             raise BadInput(f"There is no topic #{cut}; see /topics for the ids. Example: {example}")
         ids.append(int(digits))
     return ids
+
+
+def language(text: str) -> str:
+    """A language as typed, for `normalize_language`: a setting value without digits of other scripts
+    (`²` counts as a letter to Python's regular expressions)."""
+    s = setting_value(text, "/settings language zh")
+    _no_foreign_digits(s, "/settings language zh")
+    return s
 
 
 def setting_value(text: str, example: str) -> str:
