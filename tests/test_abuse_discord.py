@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.app import Components
+from bot.app import Components, build_components
+from bot.config import load_settings
 from bot.discord_bot import ALREADY_POSTED, STALE_BUTTON, DiscordSender
-from bot.models import Chat, ChatKind, Platform
+from bot.models import Chat, ChatKind, Platform, Summary, SummaryContent
 from bot.render.discord import breakdown_chunks
 from bot.service import Service, UserError
+from tests.conftest import env_for
 from tests.fakes.arxiv import SEED_ID, FakeArxiv
-from tests.fakes.discord import ADMINISTRATOR, GUILD_ID, MANAGE_CHANNELS, MEMBER, USER_ID, FakeDiscord, SentMessage
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.discord import ADMINISTRATOR, CHANNEL_ID, GUILD_ID, MANAGE_CHANNELS, MEMBER, USER_ID, FakeDiscord, SentMessage
 from tests.test_abuse_telegram import HOSTILE
-from tests.test_discord import answer, bot, fake, running_bot  # noqa: F401 - fixtures
+from tests.test_discord import TOKEN, answer, running_bot
 
 PUSH_CHANNEL = 1_300_000_000_000_000_077
 EPHEMERAL = 64
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiscord]:
+    with FakeDiscord(TOKEN) as fake:
+        fake.install(monkeypatch)
+        yield fake
+
+
+@pytest.fixture
+async def bot(components: Components, fake: FakeDiscord) -> AsyncIterator[DiscordSender]:
+    async with running_bot(components, fake) as sender:
+        yield sender
 
 
 async def test_channel_changing_commands_are_for_channel_managers(fake: FakeDiscord, bot: DiscordSender) -> None:
@@ -142,3 +160,44 @@ async def test_a_2900_author_breakdown_is_at_most_three_followups(
     assert [m.content for m in replies] == chunks and all(len(m.content) <= 2000 for m in replies)
     assert "Author Number9 Surname9 … and 2,890 more" in "".join(chunks)
     assert fake.refusals == []
+
+
+@pytest.fixture
+async def gemini_components(
+    tmp_path: Path, fake_arxiv: FakeArxiv, fake_gemini: FakeGemini
+) -> AsyncIterator[Components]:
+    env = env_for(tmp_path, fake_arxiv, fake_gemini) | {"PAPERBOT_SUMMARY_QUOTA": "1"}
+    c = await build_components(load_settings(**env))
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+async def test_button_and_digest_draw_on_the_quota(
+    fake: FakeDiscord, gemini_components: Components, fake_gemini: FakeGemini
+) -> None:
+    c = gemini_components
+    paper = await Service(c).find_paper(SEED_ID)
+    async with running_bot(c, fake) as sender:
+        # A post whose summary is no longer stored: its breakdown needs a new LLM call.
+        old = Summary(paper, SummaryContent("", "One line.", ["A takeaway."], [], "B.", "", [], "", ""), "de", "gemini:old")
+        await sender.send_paper(Chat(Platform.DISCORD, str(PUSH_CHANNEL), ChatKind.GUILD), old, [])
+        post = fake.in_channel(PUSH_CHANNEL)[-1]
+        await c.store.quota_add(f"discord:{USER_ID}")  # this user's one call of the hour is spent
+        [refusal] = await answer(fake, fake.click(post, breakdown_button(post)))
+        assert refusal.flags & EPHEMERAL and refusal.content.startswith("You have used your 1 new summaries")
+        assert fake_gemini.calls == 0
+        [done, *_] = await answer(fake, fake.click(post, breakdown_button(post), user_id=USER_ID + 1))
+        assert done.content.startswith("**Full breakdown**") and fake_gemini.calls == 1
+
+        # /digest: the stored German summary is free, the rest waits for the quota.
+        chat = await c.store.ensure_chat(Chat(Platform.DISCORD, str(CHANNEL_ID), ChatKind.GUILD, "", "de"))
+        topic, _ = await c.store.add_topic(chat.id, "cat:cs.CV")  # type: ignore[arg-type]
+        [topic_id] = [t for t, q, _ in await c.store.active_topics() if q == "cat:cs.CV"]
+        await Service(c).find_paper("1707.08567")
+        await c.store.add_matches([(topic_id, SEED_ID, date(2024, 5, 6)), (topic_id, "1707.08567", date(2024, 5, 6))])
+        await c.store.set_meta("last_announcement", "2024-05-06")
+        header, card, note = await answer(fake, fake.slash("digest", user_id=USER_ID + 1), 3)
+        assert header.content.endswith("2 new papers") and card.embeds
+        assert note.content.startswith("1 more paper needs a new summary") and fake_gemini.calls == 1

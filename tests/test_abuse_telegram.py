@@ -6,7 +6,6 @@ FakeGemini where the number of LLM calls is the point.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ import pytest
 
 from bot.app import Components, build_components
 from bot.config import load_settings
-from bot.models import Chat, ChatKind, Paper, Platform, Summary, SummaryContent
+from bot.models import Chat, ChatKind, Platform, Summary, SummaryContent
 from bot.service import Service, UserError
 from bot.telegram_bot import (
     ALREADY_POSTED,
@@ -175,7 +174,7 @@ async def test_unknown_commands_and_commands_in_captions(bot: Bot) -> None:
     group = tg.group(-100_555, "Lab")
     tg.push_message(group, "/frobnicate", BOB)  # likely another bot's command: not ours to answer
     tg.push_message(group, "/frobnicate@another_bot", BOB)
-    tg.push_message(group, f"/subscribe@another_bot cat:cs.CV", BOB)
+    tg.push_message(group, "/subscribe@another_bot cat:cs.CV", BOB)
     tg.push_photo(group, "/topics@another_bot", BOB)
     tg.push_message(group, f"/frobnicate@{BOT_USERNAME}", BOB)
     await bot.reply(group, "know /frobnicate")
@@ -430,4 +429,3 @@ async def test_concurrent_presses_on_a_slow_new_summary_post_once(gbot: Bot, fak
     assert len(breakdowns(tg, GROUP)) == 1 and fake_gemini.calls == 1
     texts_ = [(await answered(tg, q)).params.get("text") for q in queries]
     assert sorted(map(str, texts_)) == sorted([BEING_POSTED, BEING_POSTED, "None"])
-    await asyncio.sleep(0)
