@@ -17,8 +17,17 @@ from bot.render.discord import breakdown_chunks
 from bot.service import Service, UserError
 from tests.conftest import env_for
 from tests.fakes.arxiv import SEED_ID, FakeArxiv
+from tests.fakes.discord import (
+    ADMINISTRATOR,
+    CHANNEL_ID,
+    GUILD_ID,
+    MANAGE_CHANNELS,
+    MEMBER,
+    USER_ID,
+    FakeDiscord,
+    SentMessage,
+)
 from tests.fakes.gemini import FakeGemini
-from tests.fakes.discord import ADMINISTRATOR, CHANNEL_ID, GUILD_ID, MANAGE_CHANNELS, MEMBER, USER_ID, FakeDiscord, SentMessage
 from tests.test_abuse_telegram import HOSTILE
 from tests.test_discord import TOKEN, answer, running_bot
 
