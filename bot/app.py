@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot.arxiv_source import ArxivSource
+from bot.buttons import ButtonSigner, load_signer
 from bot.config import Settings, is_loopback_url
 from bot.metrics import Metrics
 from bot.pdf import PdfService
@@ -30,6 +31,7 @@ class Components:
     arxiv: ArxivSource
     pdfs: PdfService
     summaries: SummaryService
+    buttons: ButtonSigner  # signs and checks the data of our buttons
     metrics: Metrics = field(default_factory=Metrics)
 
     async def aclose(self) -> None:
@@ -56,7 +58,7 @@ async def build_components(settings: Settings) -> Components:
     summaries = SummaryService(
         store, primary, fallback=extractive, text_source=pdfs.paper_text, on_summary=metrics.summary
     )
-    return Components(settings, store, limiter, arxiv, pdfs, summaries, metrics)
+    return Components(settings, store, limiter, arxiv, pdfs, summaries, await load_signer(store), metrics)
 
 
 def chat_model(settings: Settings) -> ChatModel | None:

@@ -346,7 +346,7 @@ async def _default_senders(settings: Settings, c: Components) -> AsyncIterator[d
                 request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
             )
             await stack.enter_async_context(bot)
-            senders[Platform.TELEGRAM] = TelegramSender(bot, c.store)
+            senders[Platform.TELEGRAM] = TelegramSender(bot, c.buttons, c.store)
         if settings.discord_bot_token is not None:
             from bot.discord_bot import rest_sender
 

@@ -2,7 +2,12 @@
 
 The chat commands are the Service's; this module only translates interactions into Service
 calls and results into Discord messages. The "Full breakdown" button keeps everything it needs
-in its custom_id, so it works on messages sent before a restart.
+in its custom_id, signed (bot.buttons), so it works on messages sent before a restart and cannot
+be forged; in servers it posts the breakdown once per post.
+
+The commands that change a channel (/subscribe, /unsubscribe, /settings) are registered with
+`default_member_permissions` = Manage Channels, so Discord shows them only to those who may use
+them, and are checked again at run time (a server can override who sees a command).
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from discord import app_commands
 from discord.utils import escape_markdown
 
 from bot.app import Components
+from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner
 from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip, one_line
 from bot.render.discord import answer_chunks, breakdown_chunks, paper_embed, split_text
 from bot.render.labels import labels_for
 from bot.sender import ChatGone
-from bot.service import HELP_TEXT, Service, UserError
+from bot.service import HELP_TEXT, Service, UserError, quota_note
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +42,13 @@ MAX_FILE_BYTES = 10 * 2**20
 UNKNOWN_CHANNEL = 10003
 LOST_ACCESS = {50001, 50007}  # Missing Access; Cannot send messages to this user
 ADMIN_ONLY = (
-    "Only server admins (Manage Server permission) can change this channel's topics and settings. "
-    "Anyone can use /topics, /summary, /digest and /settings without arguments."
+    "Only members who may manage this channel (Manage Channels permission) can change its topics and "
+    "settings. Anyone can use /topics, /summary and /digest."
 )
+BUTTON_KIND = "breakdown"
+STALE_BUTTON = "This button is out of date. Ask again with /summary and the paper's id, e.g. /summary 2405.01872"
+ALREADY_POSTED = "The full breakdown is already in this channel, right after this post: {url}"
+BEING_POSTED = "The full breakdown is on its way to this channel."
 SettingName = Literal["language", "time", "timezone", "max"]
 
 
@@ -55,7 +65,7 @@ class PaperBot(discord.Client):
             self.tree.add_command(command)
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(BreakdownButton)
+        self.add_dynamic_items(BreakdownButton, StaleBreakdownButton)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         # Every slash command and button passes here first (discord.py dispatches it besides the tree).
@@ -65,7 +75,7 @@ class PaperBot(discord.Client):
             name = str(data.get("name", ""))
             known = any(command.name == name for command in COMMANDS)
             self.c.metrics.request(Platform.DISCORD, name if known else "other")
-        elif str(data.get("custom_id", "")).startswith("bd|"):
+        elif self.c.buttons.read(str(data.get("custom_id", ""))) is not None:
             self.c.metrics.request(Platform.DISCORD, "breakdown")
 
     async def _on_command_error(
@@ -91,15 +101,41 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
     else:
         log.error("Discord interaction failed: %s: %s", type(error).__name__, error, exc_info=error)
         text = "Something went wrong on our side; please try again later."
+    if _thinking(interaction):
+        # The first followup would take the place of the public "thinking…" message and be
+        # public too, whatever its flags say: remove it, so the error reaches only the asker.
+        try:
+            await interaction.delete_original_response()
+            interaction.extras["thinking_gone"] = True
+        except discord.HTTPException as exc:
+            log.warning("could not remove a \"thinking…\" message: %s", exc)
     with contextlib.suppress(discord.HTTPException):
         await reply(interaction, text, ephemeral=True)
+
+
+def _thinking(interaction: discord.Interaction) -> bool:
+    """Whether a public "thinking…" message still waits for its first followup."""
+    return (
+        interaction.response.type == discord.InteractionResponseType.deferred_channel_message
+        and not interaction.extras.get("followed_up")
+        and not interaction.extras.get("thinking_gone")
+    )
+
+
+async def followup(interaction: discord.Interaction, content: str | None = None, **kwargs: Any) -> discord.WebhookMessage:
+    """interaction.followup.send, remembering that the "thinking…" message has been answered."""
+    if content is not None:
+        kwargs["content"] = content
+    sent = await interaction.followup.send(wait=True, **kwargs)
+    interaction.extras["followed_up"] = True
+    return sent
 
 
 async def reply(interaction: discord.Interaction, text: str, *, ephemeral: bool = False) -> None:
     # After a defer, the first followup replaces the "thinking…" message; the rest follow it.
     for chunk in split_text(text):
         if interaction.response.is_done():
-            await interaction.followup.send(chunk, ephemeral=ephemeral)
+            await followup(interaction, chunk, ephemeral=ephemeral)
         else:
             await interaction.response.send_message(chunk, ephemeral=ephemeral)
 
@@ -114,10 +150,11 @@ def chat_of(interaction: discord.Interaction) -> Chat:
 
 
 def is_admin(interaction: discord.Interaction) -> bool:
+    """In a DM anyone; in a server, who may manage this channel (or the server)."""
     if interaction.guild_id is None:
         return True
-    perms = interaction.permissions
-    return perms.administrator or perms.manage_guild
+    perms = interaction.permissions  # resolved for this channel, overwrites included
+    return perms.administrator or perms.manage_channels or perms.manage_guild
 
 
 async def registered_chat(interaction: discord.Interaction) -> Chat:
@@ -127,7 +164,9 @@ async def registered_chat(interaction: discord.Interaction) -> Chat:
 # --- paper messages (shared by /summary, /digest and the push) ---------------------------
 
 
-def paper_message(summary: Summary, images: list[Path], why: Sequence[MatchReason] = ()) -> dict[str, Any]:
+def paper_message(
+    summary: Summary, images: list[Path], buttons: ButtonSigner, why: Sequence[MatchReason] = ()
+) -> dict[str, Any]:
     """Keyword arguments for `send`: the embed (with `why` it matched, when pushed), up to four
     thumbnails and the buttons."""
     usable = [p for p in images if p.is_file() and p.stat().st_size <= MAX_FILE_BYTES][:MAX_FILES]
@@ -136,51 +175,106 @@ def paper_message(summary: Summary, images: list[Path], why: Sequence[MatchReaso
     if files and "image" not in embed:
         # The first figure shows inside the embed; the others below it.
         embed["image"] = {"url": f"attachment://{files[0].filename}"}
-    return {"embed": discord.Embed.from_dict(embed), "files": files, "view": paper_view(summary)}
+    return {"embed": discord.Embed.from_dict(embed), "files": files, "view": paper_view(summary, buttons)}
 
 
-def paper_view(summary: Summary) -> discord.ui.View:
+def paper_view(summary: Summary, buttons: ButtonSigner) -> discord.ui.View:
     p = summary.paper
     view = discord.ui.View(timeout=None)
-    view.add_item(BreakdownButton(p.arxiv_id, p.version, summary.language))
+    data = buttons.breakdown(p.arxiv_id, p.version, summary.language)
+    view.add_item(BreakdownButton(data, buttons.read(data)))
     if p.pdf_url:
         view.add_item(discord.ui.Button(label="PDF", url=p.pdf_url))
     view.add_item(discord.ui.Button(label="arXiv", url=p.abs_url))
     return view
 
 
+def _breakdown_button(custom_id: str) -> discord.ui.Button[Any]:
+    return discord.ui.Button(label="Full breakdown", style=discord.ButtonStyle.primary, custom_id=custom_id)
+
+
 class BreakdownButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"bd\|(?P<arxiv_id>[^|]+)\|(?P<version>\d+)\|(?P<language>[^|]+)",
+    template=rf"{PREFIX}\|[^|]+\|[0-9]+\|[^|]*\|[A-Za-z0-9_-]+",
 ):
-    """Sends the paper's full breakdown; custom_id `bd|<id>|<version>|<language>`."""
+    """Posts the paper's full breakdown; custom_id is bot.buttons' signed `bd1|id|version|language|tag`.
 
-    def __init__(self, arxiv_id: str, version: int, language: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Full breakdown",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"bd|{arxiv_id}|{version}|{language}",
-            )
-        )
-        self.arxiv_id, self.version, self.language = arxiv_id, version, language
+    In a server it posts once per post (later presses are told where it is); in a DM every press
+    may have it. A new summary is charged to the presser's quota; a stored one is free.
+    """
+
+    def __init__(self, custom_id: str, ref: BreakdownRef | None) -> None:
+        super().__init__(_breakdown_button(custom_id))
+        self.ref = ref  # None: not signed by us
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> BreakdownButton:
-        return cls(match["arxiv_id"], int(match["version"]), match["language"])
+        return cls(match.group(0), bot_of(interaction).c.buttons.read(match.group(0)))
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        if self.ref is None or interaction.message is None:
+            await reply(interaction, STALE_BUTTON, ephemeral=True)
+            return
+        store = bot_of(interaction).c.store
+        post = (str(interaction.channel_id), str(interaction.message.id))
+        once = interaction.guild_id is not None
+        if once and not await store.claim_button_post(Platform.DISCORD, *post, BUTTON_KIND):
+            state = await store.button_post(Platform.DISCORD, *post, BUTTON_KIND)
+            if state and state["posted_id"]:
+                url = f"https://discord.com/channels/{interaction.guild_id}/{post[0]}/{state['posted_id']}"
+                await reply(interaction, ALREADY_POSTED.format(url=url), ephemeral=True)
+            else:
+                await reply(interaction, BEING_POSTED, ephemeral=True)
+            return
+        posted: discord.WebhookMessage | None = None
         try:
-            await interaction.response.defer(thinking=True)
-            summary = await bot_of(interaction).service.breakdown_summary(
-                f"{self.arxiv_id}v{self.version}", self.language, f"discord:{interaction.user.id}"
-            )
-            for chunk in breakdown_chunks(summary):
-                await interaction.followup.send(chunk)
+            posted = await self._post(interaction, self.ref)
         except Exception as exc:
             await report_error(interaction, exc)
+        finally:
+            if once and posted is not None:
+                await store.finish_button_post(Platform.DISCORD, *post, BUTTON_KIND, str(posted.id))
+            elif once:
+                await store.release_button_post(Platform.DISCORD, *post, BUTTON_KIND)
+
+    @staticmethod
+    async def _post(interaction: discord.Interaction, ref: BreakdownRef) -> discord.WebhookMessage | None:
+        """The breakdown as followups; the first one, or None when the press was refused (quota)."""
+        service = bot_of(interaction).service
+        chat = await registered_chat(interaction)
+        language = ref.language or chat.language
+        summary = await service.cached_breakdown(ref.versioned_id, language)
+        if summary is None:
+            # Charged before "thinking…", so a refusal is an ephemeral answer, not a public message.
+            await service.charge_quota(f"discord:{interaction.user.id}")
+        await interaction.response.defer(thinking=True)
+        if summary is None:
+            summary = (await service.summarize(ref.versioned_id, language, with_images=False)).summary
+        first: discord.WebhookMessage | None = None
+        for chunk in breakdown_chunks(summary):
+            sent = await followup(interaction, chunk)
+            first = first or sent
+        return first
+
+
+class StaleBreakdownButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{re.escape(LEGACY_PREFIX)}.*"
+):
+    """The unsigned breakdown buttons of earlier versions: answered, never served."""
+
+    def __init__(self, custom_id: str) -> None:
+        super().__init__(_breakdown_button(custom_id))
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> StaleBreakdownButton:
+        return cls(match.group(0))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await reply(interaction, STALE_BUTTON, ephemeral=True)
 
 
 # --- slash commands --------------------------------------------------------------------
@@ -197,6 +291,7 @@ async def help_command(interaction: discord.Interaction) -> None:
 
 
 @app_commands.command(name="subscribe", description="Follow an arXiv topic in this channel (admins)")
+@app_commands.default_permissions(manage_channels=True)
 @app_commands.describe(query='arXiv search syntax, e.g. cat:cs.CV AND ti:diffusion, au:hinton, "graph neural"')
 async def subscribe_command(interaction: discord.Interaction, query: str) -> None:
     if not is_admin(interaction):
@@ -218,6 +313,7 @@ async def subscribe_command(interaction: discord.Interaction, query: str) -> Non
 
 
 @app_commands.command(name="unsubscribe", description="Stop following topics (admins)")
+@app_commands.default_permissions(manage_channels=True)
 @app_commands.describe(target="a topic id from /topics (or several: 1 3), the query itself, or all")
 async def unsubscribe_command(interaction: discord.Interaction, target: str) -> None:
     if not is_admin(interaction):
@@ -249,10 +345,11 @@ async def summary_command(interaction: discord.Interaction, paper_id: str) -> No
     bot = bot_of(interaction)
     chat = await registered_chat(interaction)
     result = await bot.service.summarize(paper_id, chat.language, user_key=f"discord:{interaction.user.id}")
-    await interaction.followup.send(**paper_message(result.summary, result.images))
+    await followup(interaction, **paper_message(result.summary, result.images, bot.c.buttons))
 
 
 @app_commands.command(name="settings", description="Show this channel's settings; admins change one")
+@app_commands.default_permissions(manage_channels=True)
 @app_commands.describe(name="the setting to change", value="language: en, zh, German…; time: HH:MM; timezone: Area/City; max: 1-50")
 async def settings_command(
     interaction: discord.Interaction, name: SettingName | None = None, value: str | None = None
@@ -273,18 +370,18 @@ async def settings_command(
 
 @app_commands.command(name="digest", description="Today's matches for this channel, now")
 async def digest_command(interaction: discord.Interaction) -> None:
-    from bot.delivery import digest_for_chat  # the push machinery is not needed until asked
-
     await interaction.response.defer(thinking=True)
     bot = bot_of(interaction)
     chat = await registered_chat(interaction)
-    day, summaries = await digest_for_chat(bot.c, chat)
-    if day is None or not summaries:
+    result = await bot.service.digest(chat, f"discord:{interaction.user.id}")
+    if result.day is None or not (result.summaries or result.left_out):
         await reply(interaction, "No new papers match this channel's topics today. See /topics.")
         return
-    await reply(interaction, header_text("Today's papers", day, len(summaries)))
-    for s in summaries:
-        await interaction.followup.send(**paper_message(s, [Path(p) for p in s.images]))
+    await reply(interaction, header_text("Today's papers", result.day, len(result.summaries) + result.left_out))
+    for s in result.summaries:
+        await followup(interaction, **paper_message(s, [Path(p) for p in s.images], bot.c.buttons))
+    if result.left_out:
+        await reply(interaction, quota_note(result.left_out, result.retry_minutes, bot.c.settings.summary_quota))
 
 
 @app_commands.command(name="ask", description="Ask one arXiv paper a question; the answer quotes the paper")
@@ -332,8 +429,9 @@ class DiscordSender:
 
     platform = Platform.DISCORD
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, buttons: ButtonSigner) -> None:
         self.client = client
+        self.buttons = buttons
 
     async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
         await self._send(chat, content=header_text(title, day, count))
@@ -341,7 +439,7 @@ class DiscordSender:
     async def send_paper(
         self, chat: Chat, summary: Summary, images: list[Path], why: Sequence[MatchReason] | None = None
     ) -> None:
-        await self._send(chat, **paper_message(summary, images, why or ()))
+        await self._send(chat, **paper_message(summary, images, self.buttons, why or ()))
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
         text = labels_for(chat.language).more_papers + "\n" + "\n".join(f"• {paper_line(p)}" for p in papers)
@@ -391,7 +489,7 @@ async def start_discord(c: Components) -> tuple[DiscordSender, Awaitable[None]]:
     gateway = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
     gateway.add_done_callback(_log_gateway_end)
     log.info("Discord bot logged in as %s; %d slash commands synced", client.user, len(synced))
-    return DiscordSender(client), _stop(client, gateway)
+    return DiscordSender(client, c.buttons), _stop(client, gateway)
 
 
 @contextlib.asynccontextmanager
@@ -407,7 +505,7 @@ async def rest_sender(c: Components) -> AsyncIterator[DiscordSender]:
         await client.close()
         raise UserError("Discord rejected DISCORD_BOT_TOKEN; check the token in the developer portal.", 1) from None
     try:
-        yield DiscordSender(client)
+        yield DiscordSender(client, c.buttons)
     finally:
         await client.close()
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# ASCII digits only: `\d` would also take other scripts' digits, which arXiv ids never have.
 # New-style ids since 2007-04: YYMM.NNNN (to 2014) or YYMM.NNNNN.
-_NEW = r"(?P<new>\d{4}\.\d{4,5})"
+_NEW = r"(?P<new>[0-9]{4}\.[0-9]{4,5})"
 # Old-style: archive(.SUBJ)?/YYMMNNN, e.g. hep-th/9901001, math.AP/0301001.
-_OLD = r"(?P<old>[a-z][a-z\-]*(?:\.[A-Z]{2})?/\d{7})"
-_VERSION = r"(?:v(?P<version>\d+))?"
+_OLD = r"(?P<old>[a-z][a-z\-]*(?:\.[A-Z]{2})?/[0-9]{7})"
+_VERSION = r"(?:v(?P<version>[0-9]{1,4}))?"
 _BARE = re.compile(rf"^(?:{_NEW}|{_OLD}){_VERSION}$")
 # Only the scheme and host are case-insensitive: archive names are lower-case ids.
 _URL = re.compile(

@@ -70,7 +70,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 await tg.start()
                 stoppers.append(_stop_telegram(tg))
                 await _start_updates(tg, settings)
-                senders[Platform.TELEGRAM] = MeteredSender(TelegramSender(tg.bot, c.store), c.metrics)
+                senders[Platform.TELEGRAM] = MeteredSender(TelegramSender(tg.bot, c.buttons, c.store), c.metrics)
                 log.info("Telegram bot started as @%s", tg.bot.username)
             if settings.discord_bot_token is not None:
                 from bot.discord_bot import start_discord

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from bot import validate
 from bot.app import Components
 from bot.arxiv_source import ArxivUnavailable, PaperNotFound
 from bot.ask import MAX_QUESTION_CHARS, Answer, Asker
@@ -38,6 +42,13 @@ class QuotaExceeded(UserError):
 
 
 ASK_EXAMPLE = "e.g. /ask 2405.01872 Which datasets do they evaluate on?"
+@contextlib.contextmanager
+def user_input() -> Iterator[None]:
+    """Turn the validation layer's BadInput into a UserError (exit code 2: bad input)."""
+    try:
+        yield
+    except validate.BadInput as exc:
+        raise UserError(str(exc)) from None
 
 
 HELP_TEXT = """\
@@ -80,6 +91,30 @@ class SummaryResult:
 
 
 @dataclass
+class DigestResult:
+    """/digest's answer: the day's summaries that were stored or within the asker's quota.
+
+    `left_out` papers needed a new summary the quota did not allow; `retry_minutes` is when
+    the quota allows one again (None when nothing was left out).
+    """
+
+    day: date | None
+    summaries: list[Summary] = field(default_factory=list)
+    left_out: int = 0
+    retry_minutes: int | None = None
+
+
+def quota_note(left_out: int, retry_minutes: int | None, limit: int) -> str:
+    """What /digest says about the papers the asker's quota left out."""
+    noun = "paper needs" if left_out == 1 else "papers need"
+    when = f"in about {retry_minutes} min" if retry_minutes is not None else "later"
+    return (
+        f"{left_out} more {noun} a new summary, and you have used your {limit} new summaries for this hour. "
+        f"Ask again with /digest {when}; papers that were already summarized are always free."
+    )
+
+
+@dataclass
 class SubscribeResult:
     topic: Topic
     created: bool
@@ -98,6 +133,8 @@ class Service:
 
     async def find_paper(self, id_text: str) -> Paper:
         """Stored paper when we have it (no arXiv request), else arXiv's record."""
+        with user_input():
+            id_text = validate.paper_id(id_text)
         try:
             aid = parse_arxiv_id(id_text)
         except BadArxivId as exc:
@@ -132,7 +169,7 @@ class Service:
         cached = summary is not None
         if summary is None:
             if user_key is not None:
-                await self._charge_quota(user_key)
+                await self.charge_quota(user_key)
             summary = await self.c.summaries.summarize(paper, lang)
         images = await self.c.pdfs.thumbnails(paper) if with_images else []
         summary.images = [str(p) for p in images]
@@ -170,7 +207,7 @@ class Service:
         if hit is not None:
             return hit
         if user_key is not None:
-            await self._charge_quota(user_key)
+            await self.charge_quota(user_key)
         return await self._asker.ask(paper, question, lang)
 
     @staticmethod
@@ -183,22 +220,85 @@ class Service:
             raise UserError(f"Ask a question after the paper id, {ASK_EXAMPLE}")
         return parts[0], parts[1]
 
-    async def _charge_quota(self, user_key: str) -> None:
+    async def cached_breakdown(self, id_text: str, language: str) -> Summary | None:
+        """The stored summary a breakdown button shows, or None when showing it needs a new LLM call."""
+        paper = await self.find_paper(id_text)
+        return await self.c.summaries.stored(paper, self.language(language))
+
+    async def charge_quota(self, user_key: str) -> None:
+        """Take one on-demand LLM call from the user's hourly quota (PAPERBOT_SUMMARY_QUOTA).
+
+        Every command that makes a new LLM call for a user (/summary, /digest, the breakdown
+        button, /ask) charges here first; stored results are free. Raises QuotaExceeded, whose
+        message says when the next call is allowed.
+        """
         limit = self.settings.summary_quota
         if not await self.store.quota_take(user_key, limit, QUOTA_WINDOW):
-            oldest = await self.store.quota_oldest(user_key, QUOTA_WINDOW)
-            wait = ""
-            if oldest is not None:
-                minutes = max(1, int((oldest + QUOTA_WINDOW - datetime.now(UTC)).total_seconds() // 60) + 1)
-                wait = f" Try again in about {minutes} min."
+            minutes = await self.quota_wait_minutes(user_key)
+            wait = f" Try again in about {minutes} min." if minutes is not None else ""
             raise QuotaExceeded(
                 f"You have used your {limit} new summaries for this hour.{wait} "
                 "Papers that were already summarized are always free.",
                 exit_code=1,
             )
 
+    # The name callers used before the quota covered every command.
+    _charge_quota = charge_quota
+
+    async def quota_wait_minutes(self, user_key: str) -> int | None:
+        """Minutes until the user's oldest charge in the window expires (None: nothing charged)."""
+        oldest = await self.store.quota_oldest(user_key, QUOTA_WINDOW)
+        if oldest is None:
+            return None
+        return max(1, int((oldest + QUOTA_WINDOW - datetime.now(UTC)).total_seconds() // 60) + 1)
+
+    async def digest(self, chat: Chat, user_key: str | None) -> DigestResult:
+        """The latest announcement's matches for the chat's topics in its language (at most its
+        `max_papers`), as /digest shows them; the push ledger is not touched.
+
+        Stored summaries are free; each paper that needs a new one takes one call from
+        `user_key`'s quota (None: no quota, as for the command line). Once the quota runs out,
+        the remaining unsummarized papers are left out and counted.
+        """
+        assert chat.id is not None
+        latest = await self.store.get_meta("last_announcement")
+        if latest is None:
+            return DigestResult(None)
+        day = date.fromisoformat(latest)
+        ids = (await self.store.matches_on(chat.id, day))[: chat.max_papers]
+        papers = await self.store.papers_by_id(ids)
+        chosen: list[Paper] = []
+        left_out = 0
+        for arxiv_id in ids:
+            paper = papers.get(arxiv_id)
+            if paper is None:
+                continue
+            if user_key is not None and await self.c.summaries.cached(paper, chat.language) is None:
+                if left_out:  # the quota ran out on an earlier paper: no need to ask again
+                    left_out += 1
+                    continue
+                try:
+                    await self.charge_quota(user_key)
+                except QuotaExceeded:
+                    left_out += 1
+                    continue
+            chosen.append(paper)
+
+        async def prepared(paper: Paper) -> Summary:
+            summary, images = await asyncio.gather(
+                self.c.summaries.summarize(paper, chat.language), self.c.pdfs.thumbnails(paper)
+            )
+            summary.images = [str(p) for p in images]
+            return summary
+
+        summaries = list(await asyncio.gather(*(prepared(p) for p in chosen)))
+        retry = await self.quota_wait_minutes(user_key) if left_out and user_key else None
+        return DigestResult(day, summaries, left_out, retry)
+
     @staticmethod
     def language(text: str) -> str:
+        with user_input():
+            text = validate.language(text)
         try:
             return normalize_language(text)
         except ValueError as exc:
@@ -217,9 +317,8 @@ class Service:
 
     @staticmethod
     def parse_topic(text: str) -> str:
-        text = text.strip()
-        if not text:
-            raise UserError("Give a query, e.g. /subscribe cat:cs.CV AND ti:diffusion")
+        with user_input():
+            text = validate.query(text)
         try:
             return normalize_query(parse_query(text))
         except QuerySyntaxError as exc:
@@ -248,14 +347,16 @@ class Service:
     async def unsubscribe(self, chat: Chat, arg: str) -> list[Topic]:
         """Remove topics by id list, by query or all; return what was removed."""
         assert chat.id is not None
-        arg = arg.strip()
+        arg = validate.clean(arg)
         if not arg:
             raise UserError("Say which topic: /unsubscribe ID, /unsubscribe QUERY or /unsubscribe all (see /topics).")
+        with user_input():
+            ids = validate.topic_ids(arg)
         topics = await self.store.list_topics(chat.id)
         if arg.lower() == "all":
             chosen = topics
-        elif all(part.lstrip("#").isdigit() for part in arg.replace(",", " ").split()):
-            wanted = {int(part.lstrip("#")) for part in arg.replace(",", " ").split()}
+        elif ids is not None:
+            wanted = set(ids)
             chosen = [t for t in topics if t.id in wanted]
             missing = wanted - {t.id for t in chosen}
             if missing:
@@ -284,10 +385,16 @@ class Service:
             raise UserError(
                 "Use /settings language L, /settings time HH:MM, /settings timezone Area/City or /settings max N."
             )
-        name, value = args[0].lower(), " ".join(args[1:]).strip()
+        name = validate.clean(args[0]).lower()
+        examples = {"time": "/settings time 08:30", "timezone": "/settings timezone Asia/Shanghai",
+                    "tz": "/settings timezone Asia/Shanghai", "max": "/settings max 10"}
+        with user_input():
+            value = validate.setting_value(" ".join(args[1:]), examples.get(name, "/settings language zh"))
         if name in ("language", "lang"):
             await self.store.update_chat_settings(chat.id, language=self.language(value))
         elif name == "time":
+            if validate.has_foreign_digits(value):
+                raise UserError(f"Please write the time with the digits 0-9, e.g. {examples['time']}")
             try:
                 h, m = parse_hhmm(value)
             except ValueError as exc:
@@ -300,11 +407,14 @@ class Service:
                 raise UserError(str(exc)) from None
         elif name == "max":
             lo, hi = MAX_PAPERS_RANGE
-            if not value.isdigit() or not lo <= int(value) <= hi:
-                raise UserError(f"max takes a whole number from {lo} to {hi}, e.g. /settings max 10")
-            await self.store.update_chat_settings(chat.id, max_papers=int(value))
+            with user_input():
+                count = validate.number(value, lo, hi, "max", examples["max"])
+            await self.store.update_chat_settings(chat.id, max_papers=count)
         else:
-            raise UserError(f"Unknown setting {name!r}. Settings: language, time, timezone, max.")
+            raise UserError(
+                f"Unknown setting {validate.shown(name, 30)}. Settings: language, time, timezone, max. "
+                "Example: /settings time 08:30"
+            )
         stored = await self.store.get_chat_by_pk(chat.id)
         assert stored is not None
         return stored

@@ -4,7 +4,8 @@ The chat commands are the Service's; this module only turns updates into Service
 results into HTML messages. Private chats, groups, supergroups (forum topics included) and
 channels all work: in groups only admins change topics and settings, and in channels, where
 commands arrive as posts without a sender, whoever can post counts as an admin. The "Full
-breakdown" button keeps what it needs in its callback data, so it works after a restart.
+breakdown" button keeps what it needs in its callback data, signed (bot.buttons), so it works
+after a restart and cannot be forged; in shared chats it posts the breakdown once per post.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from telegram import (
     Bot,
     BotCommand,
+    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
@@ -48,6 +50,7 @@ from telegram.ext import (
 )
 
 from bot.app import Components
+from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner
 from bot.logs import RedactingFilter
 from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip
@@ -61,8 +64,9 @@ from bot.render.telegram import (
     split_html,
 )
 from bot.sender import ChatGone, ChatMoved
-from bot.service import HELP_TEXT, Service, UserError
+from bot.service import HELP_TEXT, Service, UserError, quota_note
 from bot.store import Store
+from bot.validate import clean
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +89,16 @@ FAILED = "Sorry, something went wrong on our side; please try again later."
 ADMIN_CACHE_SECONDS = 60.0
 MAX_PHOTOS = 10  # a media group's maximum
 MAX_PHOTO_BYTES = 10 * 2**20  # Telegram's limit for photos
-CALLBACK_DATA_BYTES = 64
 TYPING_EVERY = 4.5  # Telegram shows "typing…" for 5 s
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-_BREAKDOWN = re.compile(r"bd\|(?P<id>[^|]+)\|(?P<version>\d+)\|(?P<language>[^|]*)")
+# Breakdown buttons, signed or (from earlier versions) not; the handler checks the signature.
+_BREAKDOWN = re.compile(rf"^(?:{PREFIX}|{re.escape(LEGACY_PREFIX)})")
+ANSWER_LIMIT = 200  # characters of an answerCallbackQuery text
+BUTTON_KIND = "breakdown"
+STALE_BUTTON = "This button is out of date. Ask again with /summary and the paper's id, e.g. /summary 2405.01872"
+ALREADY_POSTED = "The full breakdown is already in this chat: it is the reply to this post."
+BEING_POSTED = "The full breakdown is on its way to this chat."
+UNKNOWN_COMMAND = "I don't know {command}. Send /help for the commands and examples."
 
 
 # --- sending (shared by the commands and the push) ------------------------------------------
@@ -118,16 +128,16 @@ async def say(bot: Bot, to: Target, html: str) -> Message:
     return sent
 
 
-def breakdown_data(summary: Summary) -> str:
+def breakdown_data(summary: Summary, buttons: ButtonSigner) -> str:
+    """Signed callback data (at most 64 bytes; a long language name is then taken from the chat)."""
     p = summary.paper
-    data = f"bd|{p.arxiv_id}|{p.version}|{summary.language}"
-    # Telegram caps callback data at 64 bytes; a long language name is then taken from the chat.
-    return data if len(data.encode()) <= CALLBACK_DATA_BYTES else f"bd|{p.arxiv_id}|{p.version}|"
+    return buttons.breakdown(p.arxiv_id, p.version, summary.language)
 
 
-def paper_keyboard(summary: Summary) -> InlineKeyboardMarkup:
+def paper_keyboard(summary: Summary, buttons: ButtonSigner) -> InlineKeyboardMarkup:
     p = summary.paper
-    row = [InlineKeyboardButton(labels_for(summary.language).full_breakdown, callback_data=breakdown_data(summary))]
+    data = breakdown_data(summary, buttons)
+    row = [InlineKeyboardButton(labels_for(summary.language).full_breakdown, callback_data=data)]
     if p.pdf_url:
         row.append(InlineKeyboardButton("PDF", url=p.pdf_url))
     row.append(InlineKeyboardButton("arXiv", url=p.abs_url))
@@ -141,12 +151,14 @@ async def send_paper(
     images: Sequence[Path],
     placeholder: Message | None = None,
     why: Sequence[MatchReason] = (),
+    *,
+    buttons: ButtonSigner,
 ) -> list[int]:
     """A paper's post: the card with its buttons (in place of `placeholder` if given), then its figures.
 
     Returns the ids of the post's messages (card first), which a reply to any of them names.
     """
-    text, markup = card_html(summary, why), paper_keyboard(summary)
+    text, markup = card_html(summary, why), paper_keyboard(summary, buttons)
     if placeholder is not None:
         await bot.edit_message_text(
             text, chat_id=placeholder.chat_id, message_id=placeholder.message_id, parse_mode=ParseMode.HTML,
@@ -223,8 +235,9 @@ class TelegramSender:
 
     platform = Platform.TELEGRAM
 
-    def __init__(self, bot: Bot, store: Store | None = None) -> None:
+    def __init__(self, bot: Bot, buttons: ButtonSigner, store: Store | None = None) -> None:
         self.bot = bot
+        self.buttons = buttons
         self.store = store  # where the posts' message ids are kept, for replies to them
 
     async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
@@ -235,7 +248,7 @@ class TelegramSender:
         self, chat: Chat, summary: Summary, images: list[Path], why: Sequence[MatchReason] | None = None
     ) -> None:
         async with self._guard(chat):
-            ids = await send_paper(self.bot, Target(tg_chat_id(chat)), summary, images, why=why or ())
+            ids = await send_paper(self.bot, Target(tg_chat_id(chat)), summary, images, why=why or (), buttons=self.buttons)
         await remember_post(self.store, chat.chat_id, ids, summary)
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
@@ -303,9 +316,15 @@ class TelegramBot:
         }
         for name, command in commands.items():
             app.add_handler(CommandHandler(name, self._runner(name, command), filters=scope))
-        app.add_handler(CallbackQueryHandler(self.on_breakdown, pattern=_BREAKDOWN))
+        # Commands written as a photo's (or file's) caption, which CommandHandler does not read.
+        self._commands = commands
+        app.add_handler(MessageHandler(scope & filters.CaptionRegex(r"^/[A-Za-z0-9_]"), self.on_caption_command))
+        app.add_handler(MessageHandler(scope & filters.COMMAND, self.on_unknown_command))
         # A reply (not a command) to a message of a paper's post is a question about that paper.
         app.add_handler(MessageHandler(scope & filters.REPLY & filters.TEXT & ~filters.COMMAND, self.on_reply))
+        app.add_handler(CallbackQueryHandler(self.on_breakdown, pattern=_BREAKDOWN))
+        # Keep this last among the callback handlers: data no button of ours carries gets an answer too.
+        app.add_handler(CallbackQueryHandler(self.on_unknown_button))
         app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, self.on_migrate))
         app.add_handler(ChatMemberHandler(self.on_my_member, ChatMemberHandler.MY_CHAT_MEMBER))
         app.add_error_handler(self.on_error)
@@ -318,7 +337,7 @@ class TelegramBot:
             chat = await self.service.register_chat(chat_of(message.chat))
             # Anonymous admins and channels speak as a chat; their quota is that chat's.
             who = message.sender_chat or message.from_user or message.chat
-            parts = (message.text or "").split(maxsplit=1)
+            parts = (message.text or message.caption or "").split(maxsplit=1)
             arg = parts[1] if len(parts) > 1 else ""
             request = Request(chat, target_of(message), message, f"telegram:{who.id}", arg)
             try:
@@ -396,24 +415,25 @@ class TelegramBot:
         await say(bot, r.to, "\n".join([head, *lines, hint]))
 
     async def cmd_digest(self, bot: Bot, r: Request) -> None:
-        from bot.delivery import digest_for_chat  # the push machinery is not needed until asked
-
         async with typing(bot, r.to):
-            day, summaries = await digest_for_chat(self.c, r.chat)
-        if day is None or not summaries:
+            result = await self.service.digest(r.chat, r.user_key)
+        if result.day is None or not (result.summaries or result.left_out):
             await say(bot, r.to, "No new papers match this chat's topics today. See /topics.")
             return
-        await say(bot, r.to, digest_header_html("Today's papers", day, len(summaries)))
-        for s in summaries:
-            ids = await send_paper(bot, r.to, s, [Path(p) for p in s.images])
+        count = len(result.summaries) + result.left_out
+        await say(bot, r.to, digest_header_html("Today's papers", result.day, count))
+        for s in result.summaries:
+            ids = await send_paper(bot, r.to, s, [Path(p) for p in s.images], buttons=self.c.buttons)
             await remember_post(self.c.store, r.to.chat_id, ids, s)
+        if result.left_out:
+            await say(bot, r.to, escape(quota_note(result.left_out, result.retry_minutes, self.c.settings.summary_quota)))
 
     async def cmd_summary(self, bot: Bot, r: Request) -> None:
         id_text = r.arg.strip()
         if not id_text:
             raise UserError("Give a paper id, e.g. /summary 2405.01872 or /summary https://arxiv.org/abs/2405.01872")
         async with typing(bot, r.to):
-            placeholder = await say(bot, r.to, f"Summarizing {escape(clip(id_text, 200))}…")
+            placeholder = await say(bot, r.to, f"Summarizing {escape(clip(clean(id_text), 200))}…")
             try:
                 result = await self.service.summarize(id_text, r.chat.language, user_key=r.user_key)
             except UserError as exc:
@@ -423,7 +443,7 @@ class TelegramBot:
                 self._log_failure("/summary", exc)
                 await self._edit(bot, placeholder, escape(FAILED))
                 return
-            ids = await send_paper(bot, r.to, result.summary, result.images, placeholder=placeholder)
+            ids = await send_paper(bot, r.to, result.summary, result.images, placeholder=placeholder, buttons=self.c.buttons)
             await remember_post(self.c.store, r.to.chat_id, ids, result.summary)
 
     async def cmd_ask(self, bot: Bot, r: Request) -> None:
@@ -472,25 +492,108 @@ class TelegramBot:
     # --- other updates -----------------------------------------------------------------------
 
     async def on_breakdown(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A "Full breakdown" press: checked, then posted (once per post in shared chats).
+
+        Forged, stale or already-served presses get a short answer and cost nothing. A press
+        that needs a new summary is charged to the presser's quota first; a refused one is
+        answered, not posted. Answers are best effort: a press handled after Telegram forgot
+        it ("query is too old") still posts its breakdown.
+        """
         query = update.callback_query
         assert query is not None
-        await query.answer()
-        m = _BREAKDOWN.fullmatch(query.data or "")
-        if m is None or query.message is None:
+        ref = self.c.buttons.read(query.data)
+        if ref is None or query.message is None:
+            await self._answer_press(query, STALE_BUTTON)
             return
         self.c.metrics.request(Platform.TELEGRAM, "breakdown")
         tg = query.message.chat
         to = target_of(query.message) if isinstance(query.message, Message) else Target(tg.id)
-        chat = await self.service.register_chat(chat_of(tg))
-        try:
-            summary = await self.service.breakdown_summary(
-                f"{m['id']}v{m['version']}", m["language"] or chat.language, f"telegram:{query.from_user.id}"
-            )
-        except UserError as exc:
-            await say(context.bot, to, error_html(str(exc)))
+        post = (str(tg.id), str(query.message.message_id))
+        # In a private chat only the presser sees it, so each press may have it again.
+        once = tg.type != ChatType.PRIVATE
+        if once and not await self.c.store.claim_button_post(Platform.TELEGRAM, *post, BUTTON_KIND):
+            state = await self.c.store.button_post(Platform.TELEGRAM, *post, BUTTON_KIND)
+            await self._answer_press(query, ALREADY_POSTED if state and state["posted_id"] else BEING_POSTED)
             return
-        sent = [await say(context.bot, to, piece) for piece in breakdown_messages(summary)]
+        posted: Message | None = None
+        try:
+            chat = await self.service.register_chat(chat_of(tg))
+            posted = await self._post_breakdown(context.bot, query, ref, chat.language, to)
+        finally:
+            if once and posted is not None:
+                await self.c.store.finish_button_post(Platform.TELEGRAM, *post, BUTTON_KIND, str(posted.message_id))
+            elif once:
+                await self.c.store.release_button_post(Platform.TELEGRAM, *post, BUTTON_KIND)
+
+    async def _post_breakdown(
+        self, bot: Bot, query: CallbackQuery, ref: BreakdownRef, chat_language: str, to: Target
+    ) -> Message | None:
+        """Answer the press and post the breakdown as a reply to the post; the first message, or
+        None when nothing was posted (the press was answered with the reason)."""
+        assert query.message is not None
+        language = ref.language or chat_language
+        try:
+            summary = await self.service.cached_breakdown(ref.versioned_id, language)
+            if summary is None:
+                await self.service.charge_quota(f"telegram:{query.from_user.id}")
+        except UserError as exc:
+            await self._answer_press(query, str(exc), alert=True)
+            return None
+        await self._answer_press(query)
+        if summary is None:
+            async with typing(bot, to):
+                summary = (await self.service.summarize(ref.versioned_id, language, with_images=False)).summary
+        reply = ReplyParameters(query.message.message_id, allow_sending_without_reply=True)
+        sent: list[Message] = []
+        for piece in breakdown_messages(summary):
+            sent.append(await bot.send_message(
+                to.chat_id, piece, parse_mode=ParseMode.HTML, message_thread_id=to.thread_id,
+                link_preview_options=NO_PREVIEW, reply_parameters=None if sent else reply,
+            ))
         await remember_post(self.c.store, to.chat_id, [m.message_id for m in sent], summary)
+        return sent[0] if sent else None
+
+    async def _answer_press(self, query: CallbackQuery, text: str | None = None, *, alert: bool = False) -> None:
+        """answerCallbackQuery, best effort: a late or failed answer is logged and the work goes on."""
+        try:
+            await query.answer(clip(text, ANSWER_LIMIT) if text else None, show_alert=alert and bool(text))
+        except TelegramError as exc:
+            log.warning("could not answer a button press (%s); going on", self._redactor.redact(exc.message))
+
+    async def on_unknown_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Callback data that no button of ours carries (a modified client, an old bot's button)."""
+        assert update.callback_query is not None
+        await self._answer_press(update.callback_query, STALE_BUTTON)
+
+    def _addressed(self, bot: Bot, word: str) -> tuple[str, bool]:
+        """`/name@bot` -> (name, whether it names us or no bot at all)."""
+        name, _, username = word[1:].partition("@")
+        return name.lower(), not username or username.lower() == (bot.username or "").lower()
+
+    async def on_caption_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A command as a caption: run like the same command as a text message."""
+        message = update.effective_message
+        assert message is not None and message.caption is not None
+        name, ours = self._addressed(context.bot, message.caption.split(maxsplit=1)[0])
+        if not ours:
+            return
+        command = self._commands.get(name)
+        if command is None:
+            await self.on_unknown_command(update, context)
+            return
+        await self._runner(name, command)(update, context)
+
+    async def on_unknown_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A command we do not have: a hint in private chats, or in shared chats when it names us
+        (`/foo` alone in a group is likely for another bot)."""
+        message = update.effective_message
+        assert message is not None
+        word = (message.text or message.caption or "").split(maxsplit=1)[0]
+        name, ours = self._addressed(context.bot, word)
+        if not ours or (message.chat.type != ChatType.PRIVATE and "@" not in word):
+            return
+        shown = clip("/" + name, 40)
+        await say(context.bot, target_of(message), escape(UNKNOWN_COMMAND.format(command=shown)))
 
     async def on_migrate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A group became a supergroup: its topics and settings move to the new id."""

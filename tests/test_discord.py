@@ -14,6 +14,7 @@ from discord.utils import escape_markdown
 from pydantic import SecretStr
 
 from bot.app import Components
+from bot.buttons import BreakdownRef
 from bot.discord_bot import DiscordSender, start_discord
 from bot.models import Chat, ChatKind, Paper, Platform, Summary
 from bot.render.discord import breakdown_chunks, paper_embed
@@ -109,7 +110,9 @@ async def test_summary_defers_then_sends_embed_figures_and_buttons(
     assert embed["image"]["url"] == f"attachment://{msg.files[0][0]}"
 
     buttons = {b.get("label"): b for b in msg.buttons()}
-    assert buttons["Full breakdown"]["custom_id"] == f"bd|{PAPER}|{summary.paper.version}|en"
+    assert components.buttons.read(buttons["Full breakdown"]["custom_id"]) == BreakdownRef(
+        PAPER, summary.paper.version, "en"
+    )
     assert buttons["PDF"]["url"] == summary.paper.pdf_url
     assert buttons["arXiv"]["url"] == summary.paper.abs_url
 
@@ -136,7 +139,7 @@ async def test_pushed_paper_and_its_breakdown_button_after_a_restart(
 
     # A new process: the button on the old message still answers.
     async with running_bot(components, fake):
-        token = fake.click(post, f"bd|{PAPER}|{result.summary.paper.version}|en")
+        token = fake.click(post, components.buttons.breakdown(PAPER, result.summary.paper.version, "en"))
         expected = breakdown_chunks(result.summary)
         replies = await answer(fake, token, len(expected))
     assert [c.type for c in fake.callbacks_for(token)] == [5]
@@ -163,7 +166,7 @@ async def test_only_admins_subscribe_in_servers(
         assert chat is not None and chat.kind == (ChatKind.GUILD if guild else ChatKind.DM)
     else:
         assert msg.via == "callback" and msg.flags & 64  # only the asker sees the refusal
-        assert "Manage Server" in msg.content
+        assert "Manage Channels" in msg.content
         assert topics == []
 
 
@@ -176,7 +179,7 @@ async def test_topics_settings_and_unsubscribe(fake: FakeDiscord, bot: DiscordSe
     assert listing.request["allowed_mentions"] == {"parse": []}  # nothing we post pings anyone
 
     [refused] = await answer(fake, fake.slash("settings", {"name": "language", "value": "zh"}))
-    assert "Manage Server" in refused.content
+    assert "Manage Channels" in refused.content
     [changed] = await answer(fake, fake.slash("settings", {"name": "language", "value": "zh"}, permissions=admin))
     assert changed.content.startswith("Settings changed.") and "zh" in changed.content
     chat = await components.store.get_chat(Platform.DISCORD, str(CHANNEL_ID))
@@ -196,7 +199,7 @@ async def test_digest_posts_todays_matches(fake: FakeDiscord, bot: DiscordSender
     header, post = await answer(fake, fake.slash("digest"), 2)
     assert header.content == "**Today's papers** — 2024-05-03: 1 new paper"
     assert post.embeds[0]["url"] == paper.abs_url and post.files
-    assert f"bd|{PAPER}|{paper.version}|en" in {b.get("custom_id") for b in post.buttons()}
+    assert components.buttons.breakdown(PAPER, paper.version, "en") in {b.get("custom_id") for b in post.buttons()}
 
 
 async def test_bad_id_and_bad_query_get_the_clear_error(
@@ -267,8 +270,7 @@ async def test_commands_and_buttons_are_counted_in_the_metrics(
 
     [post] = await answer(fake, fake.slash("summary", {"id": PAPER}))
     await answer(fake, fake.slash("help", {}))
-    version = post.buttons()[0]["custom_id"].split("|")[2]
-    await answer(fake, fake.click(post, f"bd|{PAPER}|{version}|en"))
+    await answer(fake, fake.click(post, post.buttons()[0]["custom_id"]))
     text = components.metrics.exposition().decode()
     counted = {
         s.labels["command"]: s.value

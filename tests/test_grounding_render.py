@@ -160,7 +160,7 @@ async def test_pushed_post_names_the_topic_and_the_terms_that_matched(components
             topic, _ = await c.store.add_topic(chat.id, "cat:cs.CV AND ti:diffusion")  # type: ignore[arg-type]
             await c.store.add_matches([(topic.id, paper.arxiv_id, date(2024, 5, 6))])
             await c.store.set_meta("last_announcement", "2024-05-06")
-            report = await push_once(c, force=True, senders={Platform.TELEGRAM: TelegramSender(bot, c.store)})
+            report = await push_once(c, force=True, senders={Platform.TELEGRAM: TelegramSender(bot, c.buttons, c.store)})
             assert report.papers == 1
             [card] = [call for call in tg.calls_to("sendMessage", ALICE["id"]) if "reply_markup" in call.params]
             html = card.params["text"]
@@ -198,7 +198,8 @@ def test_sources_and_marks_are_escaped_and_within_limits() -> None:
     assert "• Second. ⚠ not found in the paper" in card and "• Third. ⚠ not found in the paper" in card
     pieces = breakdown_messages(summary)
     text = "\n".join(parse_html(p) for p in pieces)  # each piece parses as Telegram HTML
-    assert all(len(p) <= 4096 for p in pieces) and len(pieces) > 1
+    assert all(len(p) <= 4096 for p in pieces)
+    assert 0 < text.count("long passage") < 40 and "long passage…”" in text  # a page-long passage is clipped
     assert "“<b>bold</b> & <script>x</script> long passage" in text and "(p. 3)" in text
     assert "(2) ⚠ not found in the paper: “<i>made up</i> & more words here”" in text
     assert "(3) ⚠ not found in the paper: no passage given" in text

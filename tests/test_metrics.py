@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from telegram import Bot
 
+from bot.buttons import ButtonSigner
 from bot.app import Components
 from bot.config import load_settings
 from bot.metrics import Metrics, MeteredSender, Probe, serve_metrics
@@ -170,7 +171,7 @@ async def test_metered_sender_counts_sends_by_platform_and_outcome() -> None:
     with FakeTelegram() as tg:
         tg.forbidden(-1002)
         async with Bot(TOKEN, base_url=f"{tg.url}/bot") as bot:
-            sender = MeteredSender(TelegramSender(bot), metrics)
+            sender = MeteredSender(TelegramSender(bot, ButtonSigner(b"k" * 32)), metrics)
             assert sender.platform is Platform.TELEGRAM
             ok = Chat(Platform.TELEGRAM, "1001", ChatKind.PRIVATE)
             gone = Chat(Platform.TELEGRAM, "-1002", ChatKind.SUPERGROUP)

@@ -21,6 +21,7 @@ from PIL import Image
 from telegram.ext import Application
 
 from bot.app import Components, build_components
+from bot.buttons import BreakdownRef
 from bot.delivery import push_once
 from bot.config import load_settings
 from bot.models import Chat, ChatKind, Paper, Platform, Summary, SummaryContent
@@ -131,7 +132,7 @@ async def test_private_start_summary_and_breakdown(bot: Bot) -> None:
     text = parse_html(html)
     assert "Yichun Tai" in text and "Summary" in text and "Key Takeaways" in text
     assert [(b["text"], b.get("callback_data"), b.get("url")) for b in buttons(card)] == [
-        ("Full breakdown", "bd|2405.01872|1|en", None),
+        ("Full breakdown", bot.c.buttons.breakdown("2405.01872", 1, "en"), None),
         ("PDF", None, f"{bot.c.settings.arxiv_api_url.rsplit('/api', 1)[0]}/pdf/2405.01872v1"),
         ("arXiv", None, "https://arxiv.org/abs/2405.01872v1"),
     ]
@@ -144,7 +145,7 @@ async def test_private_start_summary_and_breakdown(bot: Bot) -> None:
     assert bot.photos(chat["id"])[0].params["reply_parameters"]["message_id"] == card.params["message_id"]
 
     # The button, pressed later: the numbered breakdown of the same (cached) summary.
-    tg.push_callback(tg.message(chat["id"], card.params["message_id"]), ALICE, "bd|2405.01872|1|en")
+    tg.push_callback(tg.message(chat["id"], card.params["message_id"]), ALICE, buttons(card)[0]["callback_data"])
     await tg.wait_for("answerCallbackQuery")
     first = parse_html((await bot.reply(chat, "<b>Full breakdown</b>")).params["text"])
     summary = await bot.c.summaries.cached(paper, "en")
@@ -344,7 +345,7 @@ async def test_blocked_chat_is_switched_off_and_back_on(bot: Bot) -> None:
     tg, store = bot.tg, bot.c.store
     chat = await bot.c.store.ensure_chat(Chat(Platform.TELEGRAM, str(BOB["id"]), ChatKind.PRIVATE))
     tg.forbidden(BOB["id"])
-    sender = TelegramSender(bot.app.bot)
+    sender = TelegramSender(bot.app.bot, bot.c.buttons)
     with pytest.raises(ChatGone):
         await sender.send_header(chat, "cs.CV", date(2024, 5, 6), 3)
     # On a push, the core switches the chat off (its topics are kept).
@@ -398,7 +399,7 @@ async def test_migrated_group_keeps_its_topics(bot: Bot) -> None:
 
     # Found out on a push instead: the sender says where to, the core moves the chat and sends there.
     other = await store.ensure_chat(Chat(Platform.TELEGRAM, "-700", ChatKind.GROUP, "Other"))
-    sender = TelegramSender(bot.app.bot)
+    sender = TelegramSender(bot.app.bot, bot.c.buttons)
     tg.migrated(-700, -100700, "sendMessage", times=1)
     with pytest.raises(ChatMoved) as moved_to:
         await sender.send_header(other, "au:hinton", date(2024, 5, 6), 1)
@@ -423,7 +424,7 @@ async def test_push_sends_header_paper_with_photos_and_list(bot: Bot, tmp_path: 
         Image.new("RGB", (64 + i, 48), color).save(buf, "JPEG")
         images.append(tmp_path / f"fig{i}.jpg")
         images[-1].write_bytes(buf.getvalue())
-    sender = TelegramSender(bot.app.bot)
+    sender = TelegramSender(bot.app.bot, bot.c.buttons)
     await sender.send_header(chat, "cat:cs.CV AND ti:diffusion", date(2024, 5, 6), 2)
     await sender.send_paper(chat, summary, images)
     await sender.send_paper_list(chat, [summary.paper])
@@ -461,7 +462,7 @@ async def test_digest_sends_todays_matches_or_says_there_are_none(bot: Bot) -> N
     header = await bot.reply(chat, "2024-05-06: 1 new paper")
     card = await tg.wait_for("sendMessage", lambda c: c.chat_id == chat["id"] and "reply_markup" in c.params)
     assert card.result["message_id"] > header.result["message_id"] and SEED_TITLE in card.params["text"]
-    assert buttons(card)[0]["callback_data"] == "bd|2405.01872|1|en"
+    assert bot.c.buttons.read(buttons(card)[0]["callback_data"]) == BreakdownRef("2405.01872", 1, "en")
 
 
 async def test_failures_are_reported_and_the_token_never_logged(

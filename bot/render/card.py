@@ -49,6 +49,20 @@ def short_authors(authors: Sequence[str], max: int = 4) -> str:  # noqa: A002 - 
     return ", ".join(names[: max - 1 or 1]) + " et al."
 
 
+# A breakdown lists at most this many authors (and affiliations); the rest are counted, and the
+# full list is one click away on the paper's arXiv page. A 2,900-author paper would otherwise
+# fill ten chat messages with names.
+MAX_NAMES = 10
+MAX_QUOTE_CHARS = 400  # of one passage under "Sources"
+
+
+def bounded_names(names: Sequence[str], more: str, sep: str = ", ", limit: int = MAX_NAMES) -> str:
+    """"A, B, C … and 2,897 more": the first `limit` names, then `more` (with `{count}`) for the rest."""
+    if len(names) <= limit:
+        return sep.join(names)
+    return f"{sep.join(names[:limit])} … {more.format(count=len(names) - limit)}"
+
+
 def model_name(generated_by: str) -> str:
     """`gemini:gemini-2.5-flash` -> `gemini-2.5-flash`: the provider is already in the model's name."""
     return generated_by.split(":", 1)[1] if ":" in generated_by else generated_by
@@ -160,7 +174,8 @@ def source_items(summary: Summary, labels: Labels) -> tuple[Item, ...]:
     """The "Sources" of the breakdown: each takeaway's passage with its page, or the notice."""
     items = []
     for evidence in summary.content.evidence_for_takeaways():
-        quote = f"“{one_line(evidence.quote)}”" if evidence.quote else labels.no_quote
+        # Clipped: a passage can be as long as the page it came from, and the breakdown stays a few messages.
+        quote = f"“{clip(one_line(evidence.quote), MAX_QUOTE_CHARS)}”" if evidence.quote else labels.no_quote
         if not evidence.verified:
             items.append(Item("", f"{labels.not_found}{labels.colon}{quote}"))
             continue
@@ -191,8 +206,8 @@ def build_card(summary: Summary, why: Sequence[MatchReason] = ()) -> PaperCard:
     links = f"{lb.paper}{lb.colon}{p.abs_url} · {lb.code}{lb.colon}{code_url or none}"
     sections = [
         Section(1, lb.title, f"{title} — {translated}" if translated else title),
-        Section(2, lb.authors, ", ".join(authors) or none),
-        Section(3, lb.affiliation, lb.list_sep.join(affiliations) or none),
+        Section(2, lb.authors, bounded_names(authors, lb.more_names) or none),
+        Section(3, lb.affiliation, bounded_names(affiliations, lb.more_names, lb.list_sep) or none),
         Section(4, lb.keywords, lb.list_sep.join(keywords) or none),
         Section(5, lb.links, links),
         Section(

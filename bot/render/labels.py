@@ -56,6 +56,8 @@ class Labels:
     quotes: str = "From the paper"
     no_llm_answer: str = "No LLM available: the passages of the paper most relevant to your question."
     abstract_only_answer: str = "The paper's full text is not available yet; this rests on its title and abstract only."
+    # After the names a long list shows: `{count}` is how many more there are.
+    more_names: str = "and {count:,} more"
 
 
 EN = Labels(
@@ -139,6 +141,7 @@ ZH = Labels(
     quotes="论文原文",
     no_llm_answer="未使用大语言模型：以下是论文中与问题最相关的段落。",
     abstract_only_answer="暂时无法获取论文全文，以下内容仅依据标题和摘要。",
+    more_names="等另外 {count:,} 位",
 )
 
 _ZH_NAMES = {"zh", "chinese", "中文", "汉语", "漢語", "简体中文", "繁體中文", "mandarin"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.store.base import StoreBase
+from bot.store.buttons import ButtonStore
 from bot.store.chats import ChatStore
 from bot.store.claims import ClaimStore
 from bot.store.feed import FeedStore
@@ -12,7 +13,7 @@ from bot.store.posts import PostStore
 from bot.store.usage import UsageStore
 
 
-class Store(ClaimStore, UsageStore, FeedStore, PaperStore, PostStore, ChatStore, HealthStore, StoreBase):
+class Store(ClaimStore, UsageStore, FeedStore, PaperStore, PostStore, ChatStore, HealthStore, ButtonStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 

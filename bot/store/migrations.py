@@ -143,6 +143,25 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        5,
+        "what buttons posted: one breakdown per post in groups, channels and servers",
+        """
+        -- One row per (post, kind of button) that made a post; claimed before posting, so
+        -- concurrent presses post once. posted_id is NULL while the post is being made.
+        CREATE TABLE button_posts (
+            id         INTEGER PRIMARY KEY,
+            platform   TEXT NOT NULL,
+            chat_id    TEXT NOT NULL,
+            message_id TEXT NOT NULL,               -- the message carrying the button
+            kind       TEXT NOT NULL,               -- 'breakdown'
+            posted_id  TEXT,                        -- the first message posted in answer
+            claimed_at TEXT NOT NULL,
+            posted_at  TEXT,
+            UNIQUE (platform, chat_id, message_id, kind)
+        );
+        """,
+    ),
+    (
         6,
         "the message ids of each paper's post (for replies), and cached answers to /ask",
         """

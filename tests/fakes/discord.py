@@ -36,6 +36,7 @@ USER_ID = 1_100_000_000_000_000_005
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions)
 ADMINISTRATOR = 1 << 3
+MANAGE_CHANNELS = 1 << 4
 MANAGE_GUILD = 1 << 5
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
@@ -90,12 +91,15 @@ class FakeDiscord:
         self.commands: list[dict[str, Any]] = []
         self.identified = 0  # IDENTIFY payloads with the right token
         self.failures: dict[int, tuple[int, int, str]] = {}  # channel id -> (status, code, message)
+        self.deleted_originals: set[str] = set()  # tokens whose original response (e.g. "thinking…") was deleted
+        self.refusals: list[tuple[str, str, int]] = []  # (method, path, status) of every 4xx/5xx answer
         self._ids = itertools.count(1_200_000_000_000_000_000)
         self._interactions: dict[str, int] = {}  # token -> channel id
         self._ws: web.WebSocketResponse | None = None
         self._compressor: Any = None
         self._seq = 0
         self.bot_user = self._user(APP_ID, "paperbot", bot=True)
+        self.app.middlewares.append(self._record_refusals)
         r = self.app.router
         r.add_get("/gateway/", self._gateway)
         r.add_get("/api/v10/users/@me", self._authed(self._me))
@@ -107,6 +111,7 @@ class FakeDiscord:
         r.add_post("/api/v10/interactions/{iid}/{token}/callback", self._callback)
         r.add_post("/api/v10/webhooks/{app}/{token}", self._followup)
         r.add_patch("/api/v10/webhooks/{app}/{token}/messages/@original", self._edit_original)
+        r.add_delete("/api/v10/webhooks/{app}/{token}/messages/@original", self._delete_original)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -176,7 +181,10 @@ class FakeDiscord:
     def click(
         self, message: SentMessage, custom_id: str, *, guild: bool = True, permissions: int = MEMBER, user_id: int = USER_ID
     ) -> str:
-        """Inject a button click on `message`; return the interaction token."""
+        """Inject a button click on `message`; return the interaction token.
+
+        Discord sends only the custom_ids of a message's own components, so that is all a click can carry.
+        """
         if custom_id not in {b.get("custom_id") for b in message.buttons()}:
             raise AssertionError(f"message {message.id} has no button {custom_id!r}")
         data = {"custom_id": custom_id, "component_type": 2}
@@ -189,6 +197,13 @@ class FakeDiscord:
             channel_id=message.channel_id,
             message=message.payload,
         )
+
+    def old_message(self, channel_id: int, custom_id: str, label: str = "Full breakdown") -> SentMessage:
+        """A message of the bot's from before (an earlier version, another database), with one button."""
+        button = {"type": 2, "style": 1, "label": label, "custom_id": custom_id}
+        self._record("channel", None, channel_id, {"content": "an old post", "components": [
+            {"type": 1, "components": [button]}]}, [], webhook=False)
+        return self.messages[-1]
 
     def dispatch(self, event: str, data: dict[str, Any]) -> None:
         if self._ws is None:
@@ -300,6 +315,13 @@ class FakeDiscord:
 
     # --- REST handlers -------------------------------------------------------------------
 
+    @web.middleware
+    async def _record_refusals(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        response = await handler(request)
+        if response.status >= 400:
+            self.refusals.append((request.method, request.path, response.status))
+        return response
+
     def _authed(self, handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
         async def check(request: web.Request) -> web.StreamResponse:
             if request.headers.get("Authorization") != f"Bot {self.token}":
@@ -378,8 +400,23 @@ class FakeDiscord:
         body, files = await self._body(request)
         if problem := _invalid(body, files):
             return _error(400, 50035, f"Invalid Form Body: {problem}")
+        deferred = [c for c in self.callbacks_for(token) if c.type == 5]
+        if deferred and token not in self.deleted_originals and not any(
+            m.via == "followup" for m in self.replies(token)
+        ):
+            # As on Discord: the first followup after a deferred response takes the place of the
+            # "thinking…" message and keeps its visibility, whatever flags it asks for.
+            ephemeral = int(deferred[0].data.get("flags") or 0) & 64
+            body = {**body, "flags": (int(body.get("flags") or 0) & ~64) | ephemeral}
         message = self._record("followup", token, self._interactions[token], body, files, webhook=True)
         return _json(message)
+
+    async def _delete_original(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        if token not in self._interactions or not self.callbacks_for(token):
+            return _error(404, 10015, "Unknown Webhook")
+        self.deleted_originals.add(token)
+        return web.Response(status=204)
 
     async def _edit_original(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]

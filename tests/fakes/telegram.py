@@ -5,7 +5,8 @@ shape (`{"ok": true, "result": ...}`) for the methods the bot uses, and checks w
 checks on the way: HTML that Telegram could not parse (an unknown or unclosed tag, a bare `<`,
 `>` or `&`) is refused with "can't parse entities", a text over 4096 or a caption over 1024
 characters (after parsing, in UTF-16 units) with "message is too long", a media group outside
-2..10 items, an edit that changes nothing with "message is not modified".
+2..10 items, an edit that changes nothing with "message is not modified", inline-button
+callback data over 64 bytes with BUTTON_DATA_INVALID, a callback answer over 200 characters.
 
 Every call is in `.calls` (method, decoded params, uploaded file sizes); `.messages` holds the
 current state of every message the bot sent. Knobs: `push_*` queue updates (messages, channel
@@ -43,6 +44,9 @@ ANONYMOUS_ADMIN = {"id": 1087968824, "is_bot": True, "first_name": "Group", "use
 
 MESSAGE_LIMIT = 4096
 CAPTION_LIMIT = 1024
+CALLBACK_DATA_BYTES = 64
+ANSWER_TEXT_LIMIT = 200
+QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 _JSON_PARAMS = {
     "reply_markup", "media", "commands", "allowed_updates", "reply_parameters", "link_preview_options",
     "entities", "caption_entities", "scope",
@@ -276,7 +280,16 @@ class FakeTelegram:
         if text and text.startswith("/"):
             command = text.split(maxsplit=1)[0]
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": utf16_len(command)}]
+        caption = extra.get("caption")
+        if isinstance(caption, str) and caption.startswith("/"):
+            command = caption.split(maxsplit=1)[0]
+            msg["caption_entities"] = [{"type": "bot_command", "offset": 0, "length": utf16_len(command)}]
         return msg
+
+    def push_photo(self, chat: dict[str, Any], caption: str, from_user: dict[str, Any] | None = None) -> int:
+        """A photo with a caption (with its bot_command entity when the caption starts with one)."""
+        photo = [{"file_id": "in-photo", "file_unique_id": "in-photo-u", "width": 90, "height": 90, "file_size": 900}]
+        return self.push({"message": self.new_message(chat, None, from_user, photo=photo, caption=caption)})
 
     def push_message(
         self, chat: dict[str, Any], text: str, from_user: dict[str, Any] | None = None, **kw: Any
@@ -456,7 +469,25 @@ class FakeTelegram:
         return True
 
     def _api_answerCallbackQuery(self, params: dict[str, Any], files: dict[str, bytes]) -> bool:
+        if not params.get("callback_query_id"):
+            raise BotApiError(400, "Bad Request: query_id_invalid")
+        if utf16_len(str(params.get("text") or "")) > ANSWER_TEXT_LIMIT:
+            raise BotApiError(400, "Bad Request: MESSAGE_TOO_LONG")
         return True
+
+    def answers(self, query_id: str) -> list[Call]:
+        """The bot's answers (successful or refused) to one button press."""
+        return [c for c in list(self.calls) if c.method == "answerCallbackQuery"
+                and c.params.get("callback_query_id") == query_id]
+
+    @staticmethod
+    def _check_markup(params: dict[str, Any]) -> None:
+        markup = params.get("reply_markup") or {}
+        for row in markup.get("inline_keyboard", []):
+            for button in row:
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(str(data).encode()) <= CALLBACK_DATA_BYTES:
+                    raise BotApiError(400, "Bad Request: BUTTON_DATA_INVALID")
 
     async def _api_getUpdates(self, params: dict[str, Any], files: dict[str, bytes]) -> list[dict[str, Any]]:
         if self.webhook is not None:
@@ -477,6 +508,7 @@ class FakeTelegram:
         html, plain = self._text(params, "text", MESSAGE_LIMIT)
         if not plain.strip():
             raise BotApiError(400, "Bad Request: message text is empty")
+        self._check_markup(params)
         return self._store(self._outgoing(params, text=plain), html)
 
     def _api_editMessageText(self, params: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
@@ -485,6 +517,7 @@ class FakeTelegram:
         if old is None:
             raise BotApiError(400, "Bad Request: message to edit not found")
         html, plain = self._text(params, "text", MESSAGE_LIMIT)
+        self._check_markup(params)
         markup = params.get("reply_markup")
         if html == old.get("_html") and markup == old.get("reply_markup"):
             raise BotApiError(400, "Bad Request: message is not modified: specified new message content "

@@ -1,0 +1,13 @@
+# Sourced by run.sh and test.sh: make .venv hold the project with the extras in $EXTRAS.
+#
+# pip runs only when .venv is missing or pyproject.toml changed since the last install (a stamp
+# in .venv holds the file's hash per extras set), so a second start prints only the bot's output.
+PYTHON="${PYTHON:-python3}"
+stamp=".venv/.installed${EXTRAS:+-$EXTRAS}"
+want="$("$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest())')"
+if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}"
+    echo "$want" > "$stamp"
+fi
