@@ -34,7 +34,7 @@ from telegram import (
 )
 from telegram import Chat as TgChat
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
-from telegram.error import ChatMigrated, Forbidden, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -48,6 +48,7 @@ from telegram.ext import (
 )
 
 from bot.app import Components
+from bot.config import Settings
 from bot.logs import RedactingFilter
 from bot.models import Chat, ChatKind, Paper, Platform, Summary
 from bot.render.card import clip
@@ -59,7 +60,7 @@ from bot.render.telegram import (
     digest_header_html,
     split_html,
 )
-from bot.sender import ChatGone, ChatMoved
+from bot.sender import ChatGone, ChatMoved, PermanentSendError, TransientSendError
 from bot.service import HELP_TEXT, Service, UserError
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,9 @@ def paper_line(p: Paper) -> str:
 
 class TelegramSender:
     """bot.sender.Sender for Telegram: blocked and migrated chats become ChatGone and ChatMoved,
-    which the core's delivery turns into a switched-off or moved chat."""
+    which the core's delivery turns into a switched-off or moved chat; a refused message
+    (400, e.g. "not enough rights") becomes PermanentSendError and a timeout, network error,
+    5xx or a flood limit the rate limiter gave up on becomes TransientSendError."""
 
     platform = Platform.TELEGRAM
 
@@ -210,6 +213,31 @@ class TelegramSender:
             raise ChatGone(f"Telegram chat {chat.chat_id}: {exc.message}") from None
         except ChatMigrated as exc:
             raise ChatMoved(str(exc.new_chat_id)) from None
+        except BadRequest as exc:  # before NetworkError: PTB derives BadRequest from it
+            raise PermanentSendError(f"Telegram refused the message: {exc.message}") from None
+        except (NetworkError, RetryAfter) as exc:
+            raise TransientSendError(f"Telegram: {type(exc).__name__}: {exc.message}") from None
+
+
+@contextlib.asynccontextmanager
+async def push_bot(settings: Settings, *, max_retries: int = 3) -> AsyncIterator[Bot]:
+    """The Bot API client `paperbot push` sends with: ExtBot with the rate limiter, as in `run`,
+    so a RetryAfter is waited out, not a failure."""
+    from telegram.ext import ExtBot
+    from telegram.request import HTTPXRequest
+
+    assert settings.telegram_bot_token is not None
+    base = settings.telegram_api_base_url
+    bot = ExtBot(
+        settings.telegram_bot_token.get_secret_value(),
+        base_url=f"{base}/bot",
+        base_file_url=f"{base}/file/bot",
+        rate_limiter=AIORateLimiter(max_retries=max_retries),
+        # As in `run`: a media group of four figures takes longer than the 5 s default.
+        request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
+    )
+    async with bot:
+        yield bot
 
 
 # --- the commands ------------------------------------------------------------------------------
