@@ -250,8 +250,10 @@ def push(
 
     async def body(c: Any) -> str:
         from bot.delivery import push_once
+        from bot.senders import push_senders
 
-        report = await push_once(c, force=now)
+        async with push_senders(c.settings, c) as senders:
+            report = await push_once(c, force=now, senders=senders)
         return str(report)
 
     sys.stdout.write(_run(lambda s: _with_components(s, body)) + "\n")
@@ -278,6 +280,13 @@ def status() -> None:
                 ("announcement", await store.get_meta("last_announcement") or "none seen yet"),
             ]
             lines = [f"{name + ':':<15} {value}" for name, value in rows]
+            given_up, examples = await store.given_up()
+            lines.append(f"{'given up:':<15} {given_up} message(s)")
+            lines += [
+                f"  {g.platform}:{g.chat_id} {g.what}: {g.error}"
+                + (f" (failing since {g.since.isoformat(timespec='minutes')})" if g.since else "")
+                for g in examples
+            ]
             failures = await store.recent_failures()
             lines.append("recent failures:" + ("" if failures else " none"))
             lines += [f"  {at} {kind}: {detail}" for at, kind, detail in failures]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 from typing import Any
 
@@ -49,7 +50,7 @@ async def run_service(settings: Settings) -> None:
             stoppers.append(stopper)
         from bot.scheduler import Scheduler
 
-        scheduler = Scheduler(c, senders)
+        scheduler = Scheduler(c, senders, rng=random.Random())
         log.info("paperbot running; polling every %d min", settings.poll_minutes)
         await scheduler.run(stop)
     finally:

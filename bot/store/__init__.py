@@ -5,10 +5,11 @@ from __future__ import annotations
 from bot.store.base import StoreBase
 from bot.store.chats import ChatStore
 from bot.store.feed import FeedStore
+from bot.store.ledger import LedgerStore
 from bot.store.papers import PaperStore
 
 
-class Store(FeedStore, PaperStore, ChatStore, StoreBase):
+class Store(LedgerStore, FeedStore, PaperStore, ChatStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from bot.models import Chat, Delivery, DeliveryStatus, Paper
@@ -29,7 +29,16 @@ def _delivery(row: Any) -> Delivery:
         status=DeliveryStatus(row["status"]),
         topic_query=row["topic_query"],
         attempts=row["attempts"],
+        next_attempt_at=_time(row["next_attempt_at"]),
+        first_failed_at=_time(row["first_failed_at"]),
     )
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+_DELIVERY_COLS = "id, chat_pk, arxiv_id, announced, status, topic_query, attempts, next_attempt_at, first_failed_at"
 
 
 class FeedStore(StoreBase):
@@ -117,7 +126,9 @@ class FeedStore(StoreBase):
         rows = await self.fetchall(
             "SELECT m.arxiv_id, m.announced, t.query FROM subscriptions s "
             "JOIN matches m ON m.topic_id=s.topic_id JOIN topics t ON t.id=s.topic_id "
+            "JOIN chats c ON c.id=s.chat_pk "
             "WHERE s.chat_pk=? AND m.announced<=? AND (s.since IS NULL OR m.announced>=s.since) "
+            "AND (c.backlog_from IS NULL OR m.announced>=c.backlog_from) "
             "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.chat_pk=s.chat_pk AND d.arxiv_id=m.arxiv_id) "
             "ORDER BY m.announced, m.arxiv_id, t.query",
             (chat_pk, latest.isoformat()),
@@ -154,7 +165,7 @@ class FeedStore(StoreBase):
     async def ledger_open(self, chat_pk: int) -> list[Delivery]:
         """The chat's rows not sent yet (pending, or left `sending` by a crash), in push order."""
         rows = await self.fetchall(
-            "SELECT id, chat_pk, arxiv_id, announced, status, topic_query, attempts FROM deliveries "
+            f"SELECT {_DELIVERY_COLS} FROM deliveries "
             "WHERE chat_pk=? AND status IN (?,?) ORDER BY announced, arxiv_id",
             (chat_pk, DeliveryStatus.PENDING, DeliveryStatus.SENDING),
         )
@@ -183,8 +194,7 @@ class FeedStore(StoreBase):
 
     async def ledger_rows(self, chat_pk: int) -> list[Delivery]:
         rows = await self.fetchall(
-            "SELECT id, chat_pk, arxiv_id, announced, status, topic_query, attempts FROM deliveries "
-            "WHERE chat_pk=? ORDER BY announced, arxiv_id",
+            f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE chat_pk=? ORDER BY announced, arxiv_id",
             (chat_pk,),
         )
         return [_delivery(r) for r in rows]
