@@ -7,9 +7,10 @@ from bot.store.chats import ChatStore
 from bot.store.feed import FeedStore
 from bot.store.ledger import LedgerStore
 from bot.store.papers import PaperStore
+from bot.store.polls import PollStore
 
 
-class Store(LedgerStore, FeedStore, PaperStore, ChatStore, StoreBase):
+class Store(LedgerStore, PollStore, FeedStore, PaperStore, ChatStore, StoreBase):
     """Every query of the project, grouped by concern in the mixins."""
 
 
