@@ -51,9 +51,6 @@ FIRST_RETRY = timedelta(minutes=1)
 REFUSED_RETRY = timedelta(minutes=15)
 MAX_RETRY = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
-# The failure log and the quota events are pruned at every push.
-KEEP_FAILURES = timedelta(days=7)
-KEEP_QUOTA_EVENTS = timedelta(days=1)  # longer than any quota window (service.QUOTA_WINDOW is 1 h)
 
 
 def now_utc() -> datetime:
@@ -203,7 +200,6 @@ async def _push_once(
 ) -> PushReport:
     report = PushReport()
     now = clock()
-    await c.store.prune_logs(now - KEEP_FAILURES, now - KEEP_QUOTA_EVENTS)
     latest_text = await c.store.get_meta("last_announcement")
     if latest_text is None:
         return report

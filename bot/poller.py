@@ -37,6 +37,9 @@ PREPARE_CONCURRENCY = 8  # summaries and thumbnails in flight at once (SummarySe
 # A paper the listing announced and the export API does not know is asked for again at every poll
 # this long (arXiv's API usually catches up within hours); then it is logged and forgotten.
 AWAIT_API = timedelta(days=7)
+# The failure log and the quota events are pruned at every poll.
+KEEP_FAILURES = timedelta(days=7)
+KEEP_QUOTA_EVENTS = timedelta(days=1)  # longer than any quota window (service.QUOTA_WINDOW is 1 h)
 
 
 @dataclass
@@ -154,6 +157,8 @@ class Poller:
         say = progress or (lambda _msg: None)
         report = PollReport()
         started = now_iso()
+        now = self.clock()
+        await self.store.prune_logs(now - KEEP_FAILURES, now - KEEP_QUOTA_EVENTS)
         await self._ask_awaiting(report)
         topics = await self._topics()
         groups = plan_requests(set().union(*(t.feeds for t in topics)) if topics else set())

@@ -425,9 +425,8 @@ async def test_a_header_that_fails_waits_for_its_backoff_and_holds_its_papers(
 
 
 async def test_the_failure_log_and_quota_events_are_pruned(components: Components, fake_arxiv: FakeArxiv) -> None:
+    """Item 3: neither log grows for ever; a poll prunes both."""
     c = components
-    await subscribe(c, "100", "cat:cs.CV")
-    await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A"]))
     now = datetime.now(UTC)
     for days in (1, 6, 8, 30):
         at = (now - timedelta(days=days)).isoformat(timespec="seconds")
@@ -435,7 +434,7 @@ async def test_the_failure_log_and_quota_events_are_pruned(components: Component
         await c.store.execute("INSERT INTO quota_events(user_key, at) VALUES (?,?)", ("u", at))
     await c.store.quota_add("u")
 
-    await push_once(c, force=True, senders={Platform.TELEGRAM: RecordingSender()})
+    await Poller(c).run_once()
 
     details = {d for _, _, d in await c.store.recent_failures(10)}
     assert details == {"1 days ago", "6 days ago"}

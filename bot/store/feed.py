@@ -115,9 +115,17 @@ class FeedStore(StoreBase):
         ]
 
     async def set_last_pushed(self, chat_pk: int, day: date) -> None:
+        """Mark the push of `day` done, unless a match for the chat arrived meanwhile (a poll
+        running beside the push stored a paper the API was late with): then it stays due.
+        One statement, so a poll's `record_late` lands either before it (and this does nothing)
+        or after it (and makes the chat due again)."""
         await self.execute(
-            "UPDATE chats SET last_pushed=? WHERE id=? AND (last_pushed IS NULL OR last_pushed<?)",
-            (day.isoformat(), chat_pk, day.isoformat()),
+            "UPDATE chats SET last_pushed=? WHERE id=? AND (last_pushed IS NULL OR last_pushed<?) "
+            "AND NOT EXISTS (SELECT 1 FROM subscriptions s JOIN matches m ON m.topic_id=s.topic_id "
+            "WHERE s.chat_pk=chats.id AND m.announced<=? AND (s.since IS NULL OR m.announced>=s.since) "
+            "AND (chats.backlog_from IS NULL OR m.announced>=chats.backlog_from) "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.chat_pk=s.chat_pk AND d.arxiv_id=m.arxiv_id))",
+            (day.isoformat(), chat_pk, day.isoformat(), day.isoformat()),
         )
 
     async def unledgered_matches(self, chat_pk: int, latest: date) -> list[tuple[str, date, str]]:
