@@ -43,7 +43,9 @@ T = TypeVar("T")
 
 # arXiv's listing of day D is published at midnight New York time on D.
 ARXIV_TZ = ZoneInfo("America/New_York")
-CHAT_CONCURRENCY = 8  # chats pushed at once; each chat's messages go out in order
+CHAT_CONCURRENCY = 64  # chats pushed at once; each chat's messages go out in order
+# (Telegram allows one message a second per chat: a push of a header and a post takes a chat
+# over a second, so it takes some 30 chats in flight to use the 30 messages a second allowed.)
 MANY_TOPICS = "Your topics"
 # Backoff of a failed message: the first retry after FIRST_RETRY, doubling up to MAX_RETRY;
 # a refused message starts at REFUSED_RETRY. Given up once it has failed for GIVE_UP_AFTER.

@@ -27,9 +27,10 @@ async def run_service(settings: Settings) -> None:
 
     senders: dict[Platform, Sender] = {}
     stoppers: list[Any] = []
+    stack = contextlib.AsyncExitStack()
     try:
         if settings.telegram_bot_token is not None:
-            from bot.telegram_bot import TelegramSender, build_application
+            from bot.telegram_bot import TelegramSender, build_application, push_bot
 
             tg = build_application(c)
             await tg.initialize()
@@ -39,8 +40,10 @@ async def run_service(settings: Settings) -> None:
             await tg.start()
             assert tg.updater is not None
             await tg.updater.start_polling(drop_pending_updates=False)
-            senders[Platform.TELEGRAM] = TelegramSender(tg.bot)
             stoppers.append(_stop_telegram(tg))
+            # The push has a Bot of its own, paced to Telegram's limits without bursts (the
+            # application's limiter lets replies to commands burst, as Telegram allows).
+            senders[Platform.TELEGRAM] = TelegramSender(await stack.enter_async_context(push_bot(settings)))
             log.info("Telegram bot started as @%s", tg.bot.username)
         if settings.discord_bot_token is not None:
             from bot.discord_bot import start_discord
@@ -57,6 +60,8 @@ async def run_service(settings: Settings) -> None:
         for stopper in reversed(stoppers):
             with contextlib.suppress(Exception):
                 await stopper
+        with contextlib.suppress(Exception):
+            await stack.aclose()
         await c.aclose()
         log.info("paperbot stopped")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import date
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from telegram import (
     Bot,
@@ -219,8 +220,55 @@ class TelegramSender:
             raise TransientSendError(f"Telegram: {type(exc).__name__}: {exc.message}") from None
 
 
+# Methods that post a message to a chat: one a second per chat (Telegram's Bot API FAQ).
+_POSTING = {"sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument", "copyMessage", "forwardMessage"}
+
+
+class PacedRateLimiter(AIORateLimiter):
+    """AIORateLimiter paced to the Bot API's published limits without bursts: at most 30 messages
+    in any second overall, one a second per chat, 20 a minute per group.
+
+    AIORateLimiter's leaky buckets let a full bucket through at once (30 at the start of a push,
+    then 30 a second: up to 60 in the first second) and do not space a private chat's messages,
+    so a push of a header and its posts met 429s, and each 429 pauses every request. Here the
+    buckets hold one request and drip at a little under the limit, and each chat's posts are
+    spaced a little over a second apart; `scale` multiplies the limits (for benchmarks against a
+    fake with scaled limits only).
+    """
+
+    def __init__(self, *, max_retries: int = 3, scale: float = 1.0, margin: float = 0.94) -> None:
+        super().__init__(
+            overall_max_rate=1,
+            overall_time_period=1 / (30 * scale * margin),
+            group_max_rate=1,
+            group_time_period=60 / (20 * scale * margin),
+            max_retries=max_retries,
+        )
+        self._per_chat = 1 / (scale * margin)
+        self._next: dict[int | str, float] = {}  # chat id -> loop time of its next free slot
+
+    async def process_request(  # type: ignore[override]
+        self, callback: Any, args: Any, kwargs: dict[str, Any], endpoint: str, data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> Any:
+        chat_id = data.get("chat_id")
+        if chat_id is not None and endpoint in _POSTING:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            if len(self._next) > 4096:  # forget chats whose slot is free anyway
+                self._next = {k: t for k, t in self._next.items() if t > now}
+            # Reserve the slot before waiting, so concurrent sends to one chat queue up in order.
+            at = max(now, self._next.get(chat_id, 0.0))
+            self._next[chat_id] = at + self._per_chat
+            if at > now:
+                await asyncio.sleep(at - now)
+        return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+
+
 @contextlib.asynccontextmanager
-async def push_bot(settings: Settings, *, max_retries: int = 3) -> AsyncIterator[Bot]:
+async def push_bot(
+    settings: Settings, *, max_retries: int = 3, rate_limiter: AIORateLimiter | None = None
+) -> AsyncIterator[Bot]:
     """The Bot API client `paperbot push` sends with: ExtBot with the rate limiter, as in `run`,
     so a RetryAfter is waited out, not a failure."""
     from telegram.ext import ExtBot
@@ -232,7 +280,7 @@ async def push_bot(settings: Settings, *, max_retries: int = 3) -> AsyncIterator
         settings.telegram_bot_token.get_secret_value(),
         base_url=f"{base}/bot",
         base_file_url=f"{base}/file/bot",
-        rate_limiter=AIORateLimiter(max_retries=max_retries),
+        rate_limiter=rate_limiter or PacedRateLimiter(max_retries=max_retries),
         # As in `run`: a media group of four figures takes longer than the 5 s default.
         request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
     )
