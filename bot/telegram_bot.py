@@ -39,6 +39,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, Re
 from telegram.ext import (
     AIORateLimiter,
     Application,
+    BaseRateLimiter,
     ApplicationBuilder,
     CallbackQueryHandler,
     ChatMemberHandler,
@@ -224,50 +225,98 @@ class TelegramSender:
 _POSTING = {"sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument", "copyMessage", "forwardMessage"}
 
 
-class PacedRateLimiter(AIORateLimiter):
-    """AIORateLimiter paced to the Bot API's published limits without bursts: at most 30 messages
-    in any second overall, one a second per chat, 20 a minute per group.
+class PacedRateLimiter(BaseRateLimiter[int]):
+    """A Bot API rate limiter paced to Telegram's published limits without bursts: at most 30
+    messages in any second overall, one a second per chat, 20 a minute per group; a RetryAfter
+    pauses every request for its time, and the request is tried again (up to `max_retries`).
 
-    AIORateLimiter's leaky buckets let a full bucket through at once (30 at the start of a push,
-    then 30 a second: up to 60 in the first second) and do not space a private chat's messages,
-    so a push of a header and its posts met 429s, and each 429 pauses every request. Here the
-    buckets hold one request and drip at a little under the limit, and each chat's posts are
-    spaced a little over a second apart; `scale` multiplies the limits (for benchmarks against a
-    fake with scaled limits only).
+    AIORateLimiter's leaky buckets let a full bucket through at once (up to 60 messages in the
+    first second of a push), do not space a private chat's messages at all, and after a RetryAfter
+    release every request that had taken its slot during the pause at once, which earns the next
+    429. Here every send reserves its own time: a chat's next message is due a little over a second
+    after its previous one was answered, a group's 3 s after its previous one, and any message 1/28 s
+    after the previous one; a request whose slot fell in a pause takes a new one after it. `scale`
+    multiplies the limits (for benchmarks against a fake with scaled limits only).
     """
 
     def __init__(self, *, max_retries: int = 3, scale: float = 1.0, margin: float = 0.94) -> None:
-        super().__init__(
-            overall_max_rate=1,
-            overall_time_period=1 / (30 * scale * margin),
-            group_max_rate=1,
-            group_time_period=60 / (20 * scale * margin),
-            max_retries=max_retries,
-        )
-        self._per_chat = 1 / (scale * margin)
-        self._next: dict[int | str, float] = {}  # chat id -> loop time of its next free slot
+        self._max_retries = max_retries
+        self._gap = 1 / (30 * scale * margin)
+        self._group_gap = 60 / (20 * scale * margin)
+        self._chat_gap = 1 / (scale * margin)
+        self._next_any = 0.0  # loop time of the next free slot, any chat
+        self._next_group: dict[int | str, float] = {}
+        self._next_chat: dict[int | str, float] = {}
+        self._chat_locks: dict[int | str, asyncio.Lock] = {}
+        self._paused_until = 0.0
 
-    async def process_request(  # type: ignore[override]
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to tear down."""
+
+    async def process_request(
         self, callback: Any, args: Any, kwargs: dict[str, Any], endpoint: str, data: dict[str, Any],
         rate_limit_args: int | None,
     ) -> Any:
         chat_id = data.get("chat_id")
-        if chat_id is not None and endpoint in _POSTING:
-            loop = asyncio.get_running_loop()
+        if chat_id is None:
+            return await callback(*args, **kwargs)
+        with contextlib.suppress(ValueError, TypeError):
+            chat_id = int(chat_id)
+        posting = endpoint in _POSTING
+        lock = self._chat_locks.setdefault(chat_id, asyncio.Lock()) if posting else contextlib.nullcontext()
+        loop = asyncio.get_running_loop()
+        try:
+            async with lock:
+                for attempt in range((rate_limit_args or self._max_retries) + 1):
+                    await self._slot(chat_id, posting)
+                    try:
+                        return await callback(*args, **kwargs)
+                    except RetryAfter as exc:
+                        if attempt == (rate_limit_args or self._max_retries):
+                            raise
+                        wait = getattr(exc, "_retry_after", None)
+                        seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait or 1)
+                        self._paused_until = max(self._paused_until, loop.time() + seconds + 0.1)
+                        log.info("Telegram asked to wait %.0f s; every send waits", seconds)
+                    finally:
+                        if posting:
+                            self._next_chat[chat_id] = loop.time() + self._chat_gap
+        finally:
+            if posting and len(self._chat_locks) > 4096:  # forget idle chats
+                now = loop.time()
+                for key in [k for k, t in self._next_chat.items() if t < now and not self._chat_locks[k].locked()]:
+                    self._next_chat.pop(key, None)
+                    self._chat_locks.pop(key, None)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _slot(self, chat_id: int | str, posting: bool) -> None:
+        """Wait for this request's time: after any pause, its chat's and group's spacing, and the overall one."""
+        loop = asyncio.get_running_loop()
+        while True:
             now = loop.time()
-            if len(self._next) > 4096:  # forget chats whose slot is free anyway
-                self._next = {k: t for k, t in self._next.items() if t > now}
-            # Reserve the slot before waiting, so concurrent sends to one chat queue up in order.
-            at = max(now, self._next.get(chat_id, 0.0))
-            self._next[chat_id] = at + self._per_chat
+            ready = max(self._paused_until, self._next_chat.get(chat_id, 0.0) if posting else 0.0)
+            if ready > now:
+                await asyncio.sleep(ready - now)
+                continue
+            at = now
+            if isinstance(chat_id, str) or chat_id < 0:  # groups, supergroups and channels
+                at = max(at, self._next_group.get(chat_id, 0.0))
+                self._next_group[chat_id] = at + self._group_gap
+            at = max(at, self._next_any)
+            self._next_any = at + self._gap
             if at > now:
                 await asyncio.sleep(at - now)
-        return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+            if loop.time() >= self._paused_until:
+                return
+            # A RetryAfter came while this request waited: its slot is gone; take one after the pause.
 
 
 @contextlib.asynccontextmanager
 async def push_bot(
-    settings: Settings, *, max_retries: int = 3, rate_limiter: AIORateLimiter | None = None
+    settings: Settings, *, max_retries: int = 3, rate_limiter: PacedRateLimiter | None = None
 ) -> AsyncIterator[Bot]:
     """The Bot API client `paperbot push` sends with: ExtBot with the rate limiter, as in `run`,
     so a RetryAfter is waited out, not a failure."""
