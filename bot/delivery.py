@@ -293,7 +293,10 @@ async def _deliver(
         if any(row.attempts == 0 for row in ready):
             header = await store.header_row(chat.id, day, create=True)
             assert header is not None
-            if not await _send_header(c, target, header, policy, report, lambda ch: sender.send_header(ch, title, day, len(ready))):
+            count = len(ready)
+            if not await _send_header(
+                c, target, header, policy, report, lambda ch: sender.send_header(ch, title, day, count)
+            ):
                 # The papers wait for their header (unless it was given up): they keep their order.
                 header = await store.header_row(chat.id, day, create=False)
                 if header is None or header.status != DeliveryStatus.GIVEN_UP:
