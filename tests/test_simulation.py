@@ -3,8 +3,11 @@
 The real poller, scheduler (`Scheduler.step`, ticked on a controllable clock), delivery ledger
 and SQLite store run against the fake arXiv over HTTP (listings and export API). Chat platforms
 are a protocol-level Sender that records what reached each chat and injects the platform's faults
-(the real Telegram and Discord senders are tested against their fakes on their own, and their
-errors map onto the same TransientSendError / ChatGone / ChatMoved this sender raises).
+(ChatGone, ChatMoved and TransientSendError, as the adapters translate their libraries' errors).
+
+Two more seeds run the same through the real TelegramSender and python-telegram-bot against the
+fake Bot API (tests/fakes/telegram.py), which refuses with Telegram's own 403, 400 and 502
+answers; the adapter's translation is then part of what is checked.
 
 A seeded random schedule of faults runs over 14 days of announcements (weekends included):
 arXiv's API lagging its listing by minutes to hours, arXiv 429/503, platform outages (5xx,
@@ -27,11 +30,12 @@ quiet days let retries finish, and the invariant is checked:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -48,8 +52,10 @@ from bot.models import Chat, ChatKind, Paper, Platform, Summary
 from bot.query import normalize_query, parse_query
 from bot.scheduler import Scheduler
 from bot.sender import ChatGone, ChatMoved, TransientSendError
+from bot.telegram_bot import PacedRateLimiter, TelegramSender, push_bot
 from tests.conftest import env_for
 from tests.fakes.arxiv import FakeArxiv
+from tests.fakes.telegram import TOKEN, FakeTelegram
 
 NY = ZoneInfo("America/New_York")
 START = date(2024, 5, 6)  # a Monday
@@ -59,6 +65,7 @@ TICK = timedelta(minutes=30)  # the scheduler's look for due pushes (every minut
 CATEGORIES = ["cs.CV", "cs.LG", "math.AP"]
 WORDS = ["diffusion", "graph", "sparse", "kernel", "agent"]
 SEEDS = [int(os.environ["PAPERBOT_SIM_SEED"])] if os.environ.get("PAPERBOT_SIM_SEED") else list(range(50))
+TELEGRAM_SEEDS = SEEDS[:1] if os.environ.get("PAPERBOT_SIM_SEED") else [100, 101]
 
 
 class Crash(BaseException):
@@ -131,22 +138,33 @@ class SimSender:
     def __init__(self, world: World) -> None:
         self.w = world
 
-    async def _deliver(self, chat: Chat, kind: str, what: Any) -> None:
+    async def _deliver(self, chat: Chat, kind: str, what: Any, send: Callable[[], Awaitable[None]] | None = None) -> None:
         w = self.w
         await asyncio.sleep(0)
         w.maybe_crash(f"before {kind}")
         key = w.ids.get(chat.chat_id)
         if key is None:  # an id the chat had before it migrated
             assert chat.chat_id == "-103" and w.migrate_at is not None
-            raise ChatMoved("-1003")
+            await self._moved(chat)
         if key == "grp" and chat.chat_id == "-103" and w.migrate_at is not None and w.now >= w.migrate_at:
-            raise ChatMoved("-1003")
+            await self._moved(chat)
         if key == "blocks" and w.blocked is not None and w.blocked[0] <= w.now < w.blocked[1]:
-            raise ChatGone("Forbidden: bot was blocked by the user")
+            await self._blocked(chat)
         if w.platform_down():
-            raise TransientSendError(w.rng.choice(["Telegram: NetworkError: Bad Gateway", "Telegram: TimedOut"]))
+            await self._down(chat)
+        if send is not None:
+            await send()
         w.log.append((key, kind, what))
         w.maybe_crash(f"after {kind}")  # it reached the chat; the bot did not record that
+
+    async def _moved(self, chat: Chat) -> None:
+        raise ChatMoved("-1003")
+
+    async def _blocked(self, chat: Chat) -> None:
+        raise ChatGone("Forbidden: bot was blocked by the user")
+
+    async def _down(self, chat: Chat) -> None:
+        raise TransientSendError(self.w.rng.choice(["Telegram: NetworkError: Bad Gateway", "Telegram: TimedOut"]))
 
     async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
         await self._deliver(chat, "header", day)
@@ -156,6 +174,42 @@ class SimSender:
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
         await self._deliver(chat, "list", [p.arxiv_id for p in papers])
+
+
+class TelegramSimSender(SimSender):
+    """The same faults, but through the real TelegramSender and python-telegram-bot against the
+    fake Bot API: the fake answers 403, 400 "upgraded to a supergroup" and 502 as Telegram does,
+    and the adapter's translation into ChatGone, ChatMoved and TransientSendError is what the
+    delivery sees."""
+
+    def __init__(self, world: World, real: Any, tg: FakeTelegram) -> None:
+        super().__init__(world)
+        self.real, self.tg = real, tg
+
+    async def _moved(self, chat: Chat) -> None:
+        self.tg.migrated(int(chat.chat_id), -1003, times=1)
+        await self.real.send_header(chat, "moved?", START, 1)  # raises ChatMoved
+        raise AssertionError("the fake did not refuse the message")
+
+    async def _blocked(self, chat: Chat) -> None:
+        self.tg.forbidden(int(chat.chat_id), times=1)
+        await self.real.send_header(chat, "blocked?", START, 1)  # raises ChatGone
+        raise AssertionError("the fake did not refuse the message")
+
+    async def _down(self, chat: Chat) -> None:
+        self.tg.fail("*", int(chat.chat_id), 502, "Bad Gateway", times=1)
+        await self.real.send_header(chat, "down?", START, 1)  # raises TransientSendError
+        raise AssertionError("the fake did not refuse the message")
+
+    async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
+        await self._deliver(chat, "header", day, lambda: self.real.send_header(chat, title, day, count))
+
+    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+        await self._deliver(chat, "paper", summary.paper.arxiv_id, lambda: self.real.send_paper(chat, summary, images))
+
+    async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
+        ids = [p.arxiv_id for p in papers]
+        await self._deliver(chat, "list", ids, lambda: self.real.send_paper_list(chat, papers))
 
 
 WORLD: contextvars.ContextVar[World] = contextvars.ContextVar("world")
@@ -202,12 +256,15 @@ def plan_papers(rng: random.Random, fake: FakeArxiv) -> list[Announced]:
     return papers
 
 
-async def simulate(seed: int, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def simulate(seed: int, tmp: Path, monkeypatch: pytest.MonkeyPatch, *, telegram: bool = False) -> None:
     rng = random.Random(seed)
-    with FakeArxiv(recorded=False) as fake:
+    with FakeArxiv(recorded=False) as fake, FakeTelegram() as tg:
+        stack = contextlib.AsyncExitStack()
         for name, value in env_for(tmp, fake).items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("PAPERBOT_POLL_MINUTES", "120")
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+        monkeypatch.setenv("TELEGRAM_API_BASE_URL", tg.url)
         settings = load_settings()
         papers = plan_papers(rng, fake)
         start = datetime.combine(START, time(0), tzinfo=NY).astimezone(UTC) - timedelta(hours=6)
@@ -233,8 +290,14 @@ async def simulate(seed: int, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         headers_expected_days = {p.day for p in papers}
 
         w.http = httpx.AsyncClient(timeout=30)
+        if telegram:
+            # Telegram's limits scaled up: the simulated days pass in seconds of real time.
+            bot = await stack.enter_async_context(push_bot(settings, rate_limiter=PacedRateLimiter(scale=1000)))
+            make_sender: Callable[[], SimSender] = lambda: TelegramSimSender(w, TelegramSender(bot), tg)  # noqa: E731
+        else:
+            make_sender = lambda: SimSender(w)  # noqa: E731
         c = await _build(settings, w)
-        scheduler = Scheduler(c, {Platform.TELEGRAM: SimSender(w)}, clock=lambda: w.now, rng=rng)
+        scheduler = Scheduler(c, {Platform.TELEGRAM: make_sender()}, clock=lambda: w.now, rng=rng)
         try:
             while w.now < end:
                 faults = w.now < end_faults
@@ -266,12 +329,21 @@ async def simulate(seed: int, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Non
                     # The process died: tear everything down and start again on the same database.
                     await _teardown(scheduler, c)
                     c = await _build(settings, w)
-                    scheduler = Scheduler(c, {Platform.TELEGRAM: SimSender(w)}, clock=lambda: w.now, rng=rng)
+                    scheduler = Scheduler(c, {Platform.TELEGRAM: make_sender()}, clock=lambda: w.now, rng=rng)
                 w.now += TICK
         finally:
             await _teardown(scheduler, c)
+            await stack.aclose()
             await w.http.aclose()
         await check(seed, w, papers, subscribed, headers_expected_days, tmp)
+        if telegram:
+            # What the chats got is what the fake Bot API took: nothing the log missed.
+            taken = [call for call in tg.calls if call.method == "sendMessage" and call.error is None]
+            refused = {call.error for call in tg.calls if call.error is not None}
+            assert len(taken) == len(w.log) > 100, f"simulation seed {seed}: {len(taken)} messages taken, {len(w.log)} logged"
+            assert any("Bad Gateway" == e for e in refused) or not w.outages, refused
+            assert refused <= {"Bad Gateway", "Forbidden: bot was blocked by the user",
+                               "Bad Request: group chat was upgraded to a supergroup chat"}, refused
 
 
 async def _build(settings: Any, w: World) -> Components:
@@ -351,6 +423,13 @@ async def check(
     if stray:
         problems.append(f"given up: {stray}")
     assert not problems, f"simulation seed {seed} (replay: PAPERBOT_SIM_SEED={seed}): " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("seed", TELEGRAM_SEEDS)
+async def test_the_same_through_the_real_telegram_sender(seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in STAMPING:
+        monkeypatch.setattr(f"{module}.now_iso", lambda: WORLD.get().now.isoformat(timespec="seconds"))
+    await asyncio.create_task(simulate(seed, tmp_path, monkeypatch, telegram=True))
 
 
 BATCH = 5  # seeds run at once: most of a seed's time is spent waiting on the database thread and HTTP
