@@ -197,11 +197,15 @@ class Poller:
             else:
                 # No announcement today (weekend, holiday): a topic subscribed since the last one
                 # still gets that one's papers, from the listing stored when it was processed.
-                last = await self.store.last_listing(group)
-                if last is None:
+                # (A category's papers may have been stored under its archive's feed.)
+                archives = {f.split(".", 1)[0] for f in group}
+                last = await self.store.last_listing(sorted(set(group) | archives))
+                kept = [ListingItem(**i) for i in last[1]] if last is not None else []
+                kept = [item for item in kept if any(_lists(f, item) for f in group)]
+                if last is None or not kept:
                     report.empty += len(group)
                     continue
-                day, items, stored = last[0], [ListingItem(**i) for i in last[1]], True
+                day, items, stored = last[0], kept, True
             done = await self.store.processed_feeds(day)
             if all(f in done for f in group):
                 # Processed before: only topics subscribed to since then still need this announcement.

@@ -199,3 +199,26 @@ async def test_a_fresh_bot_on_a_weekend_has_nothing_to_backfill(c: Components, f
     report = await Poller(c, clock=lambda: at(SATURDAY)).run_once()
     assert str(report).startswith("no announcement today (weekend or holiday)")
     assert TUESDAY > MONDAY  # (the shared dates stay imported for the helpers)
+
+
+async def test_a_weekend_topic_on_a_category_is_backfilled_from_its_archives_listing(
+    c: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """Friday's listing was fetched as the whole `cs` archive (a topic named no category); a
+    category topic subscribed on Saturday is served from it."""
+    await subscribe(c, "1", "ti:diffusion")
+    ids = add_papers(fake_arxiv, "20", ["Diffusion A", "Graphs B"], categories=["cs.LG"])
+    fake_arxiv.listing_day = FRIDAY  # of the archives' feeds nobody set
+    fake_arxiv.set_listing("cs", FRIDAY, ids)
+    await Poller(c, clock=lambda: at(FRIDAY)).run_once()
+    fake_arxiv.listing_day = SATURDAY
+    fake_arxiv.set_listing("cs", SATURDAY, [])
+    fake_arxiv.set_listing("cs.LG", SATURDAY, [])
+    await c.store.remove_topics((await c.store.get_chat(Platform.TELEGRAM, "1")).id, None)  # type: ignore[union-attr]
+
+    await subscribe(c, "2", "cat:cs.LG")
+    report = await Poller(c, clock=lambda: at(SATURDAY)).run_once()
+    assert report.new_matches == 2, report
+    sender = RecordingSender()
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert sender.papers_to("2") == ids
