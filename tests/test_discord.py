@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
 
-import discord
 import pytest
 from discord.utils import escape_markdown
 from pydantic import SecretStr

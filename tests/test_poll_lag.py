@@ -17,7 +17,7 @@ from bot.poller import Poller
 from bot.service import Service, UserError
 from tests.fakes.arxiv import FakeArxiv
 from tests.test_poller import subscribed_last_week
-from tests.test_push import MONDAY, TUESDAY, Crash, RecordingSender, add_papers, last_pushed, statuses, subscribe
+from tests.test_push import MONDAY, Crash, RecordingSender, add_papers, last_pushed, statuses, subscribe
 
 FRIDAY = date(2024, 5, 3)
 SATURDAY = date(2024, 5, 4)
@@ -198,7 +198,6 @@ async def test_a_fresh_bot_on_a_weekend_has_nothing_to_backfill(c: Components, f
     fake_arxiv.set_listing("cs.CV", SATURDAY, [])
     report = await Poller(c, clock=lambda: at(SATURDAY)).run_once()
     assert str(report).startswith("no announcement today (weekend or holiday)")
-    assert TUESDAY > MONDAY  # (the shared dates stay imported for the helpers)
 
 
 async def test_a_weekend_topic_on_a_category_is_backfilled_from_its_archives_listing(

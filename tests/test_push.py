@@ -17,7 +17,7 @@ import pytest
 
 from bot.app import Components
 from bot.delivery import deliver_chat, digest_for_chat, push_once
-from bot.models import Chat, ChatKind, DeliveryStatus, Paper, Platform, Summary
+from bot.models import Chat, ChatKind, Paper, Platform, Summary
 from bot.poller import Poller
 from bot.query import normalize_query, parse_query
 from bot.sender import ChatGone, ChatMoved, PermanentSendError, TransientSendError
