@@ -278,6 +278,7 @@ def status() -> None:
                 ("pending", f"{await store.count_pending_deliveries()} deliveries"),
                 ("last poll", await store.get_meta("last_poll") or "never"),
                 ("announcement", await store.get_meta("last_announcement") or "none seen yet"),
+                ("awaiting API", f"{len(await store.awaiting_papers())} listed paper(s) the arXiv API does not know yet"),
             ]
             lines = [f"{name + ':':<15} {value}" for name, value in rows]
             given_up, examples = await store.given_up()

@@ -172,3 +172,4 @@ def test_status_lists_given_up_deliveries_with_their_reason(tmp_path: Path, fake
         "(failing since 2024-05-06T09:00+00:00)"
     ) in result.stdout
     assert "pending:        0 deliveries" in result.stdout
+    assert "awaiting API:   0 listed paper(s) the arXiv API does not know yet" in result.stdout
