@@ -24,7 +24,14 @@ import arxiv
 import httpx
 import requests
 from lxml import etree
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from bot.ids import ArxivId, BadArxivId, parse_arxiv_id, split_entry_id
 from bot.models import Paper
@@ -56,6 +63,30 @@ class ArxivUnavailable(RuntimeError):
 
 class ArxivRejected(ArxivUnavailable):
     """arXiv answered 400: it could not make sense of the request."""
+
+
+class GarbledAnswer(requests.RequestException):
+    """The export API answered 200 with something that is not an Atom feed (a blank body, an
+    HTML page): arXiv is having trouble, which is worth a retry, never "no such paper"."""
+
+
+class _Incomplete(Exception):
+    """An answer without some of the papers a listing announced (retried: the API lags the listing)."""
+
+
+_ATOM_FEED = "{http://www.w3.org/2005/Atom}feed"
+
+
+def check_atom(content: bytes) -> None:
+    """Raise GarbledAnswer unless `content` is a well-formed Atom feed (with or without entries)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    try:
+        root = etree.fromstring(content, parser=parser)
+    except etree.XMLSyntaxError:
+        root = None
+    if root is None or root.tag != _ATOM_FEED:
+        head = content[:60].decode("utf-8", "replace").strip() or "an empty body"
+        raise GarbledAnswer(f"the API answered with something other than an Atom feed: {head!r}")
 
 
 @dataclass
@@ -170,7 +201,11 @@ class _LimitedSession(requests.Session):
         self._limiter.wait_sync()
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        return super().request(method, url, *args, **kwargs)
+        response = super().request(method, url, *args, **kwargs)
+        if response.status_code == 200:
+            # The `arxiv` package reads a blank body or an HTML page as "no results".
+            check_atom(response.content)
+        return response
 
 
 def _status(exc: BaseException) -> int | None:
@@ -186,7 +221,14 @@ def _transient(exc: BaseException) -> bool:
     if status is not None:
         return status == 429 or status >= 500
     return isinstance(
-        exc, (arxiv.UnexpectedEmptyPageError, requests.ConnectionError, requests.Timeout, httpx.TransportError)
+        exc,
+        (
+            arxiv.UnexpectedEmptyPageError,
+            GarbledAnswer,
+            requests.ConnectionError,
+            requests.Timeout,
+            httpx.TransportError,
+        ),
     )
 
 
@@ -200,6 +242,8 @@ def _describe(exc: BaseException | None) -> str:
         return "could not connect"
     if isinstance(exc, arxiv.UnexpectedEmptyPageError):
         return "an unexpectedly empty page of results"
+    if isinstance(exc, GarbledAnswer):
+        return "an answer that is not an Atom feed"
     return type(exc).__name__
 
 
@@ -242,6 +286,36 @@ class ArxivSource:
         for start in range(0, len(wanted), PAGE_SIZE):
             papers += await self._lookup(wanted[start : start + PAGE_SIZE])
         return papers
+
+    async def get_announced(self, ids: list[str]) -> list[Paper]:
+        """The papers a listing announced: an answer that lacks some of them (arXiv's API lags its
+        listing by minutes to hours, and sometimes answers 200 with no entries) is retried like an
+        error, for the missing ones only; after the retries, what the API had (the caller keeps the
+        rest for its next poll). ArxivUnavailable when the API does not answer at all."""
+        wanted = _unique([parse_arxiv_id(i).versioned for i in ids])
+        papers: dict[str, Paper] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            chunk = wanted[start : start + PAGE_SIZE]
+
+            async def attempt(chunk: list[str] = chunk) -> None:
+                missing = [i for i in chunk if parse_arxiv_id(i).base not in papers]
+                for paper in await self._lookup(missing):
+                    papers[paper.arxiv_id] = paper
+                still = [i for i in missing if parse_arxiv_id(i).base not in papers]
+                if still:
+                    raise _Incomplete(f"{len(still)} announced paper(s) not in the API's answer")
+
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(_Incomplete),
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential(multiplier=self._backoff_base, max=60),
+                reraise=True,
+            )
+            try:
+                await retrying(attempt)
+            except _Incomplete as exc:
+                log.info("the arXiv API: %s after %d attempts", exc, self._attempts)
+        return list(papers.values())
 
     async def search(self, query: str, max_results: int = 50) -> list[Paper]:
         """Newest submissions first."""
@@ -297,7 +371,8 @@ class ArxivSource:
 
         content = await self._retrying("the arXiv listing feed", url, get)
         try:
-            return parse_listing(content)
+            # A listing of thousands of items takes a while to parse: not on the event loop.
+            return await asyncio.to_thread(parse_listing, content)
         except ValueError as exc:
             raise ArxivUnavailable(f"the arXiv listing feed at {_host(url)} sent no usable feed: {exc}") from None
 

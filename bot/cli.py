@@ -253,9 +253,10 @@ def push(
 
     async def body(c: Any) -> str:
         from bot.delivery import PushBusy, push_once
+        from bot.senders import push_senders
 
         try:
-            report = await push_once(c, force=now, wait=False)
+            report = await push_once(c, force=now, senders=lambda: push_senders(c.settings, c), wait=False)
         except PushBusy as exc:  # SPEC "Scale": the work is taken by another process; exit 0
             return str(exc)
         return str(report)
@@ -282,9 +283,17 @@ def status() -> None:
                 ("pending", f"{await store.count_pending_deliveries()} deliveries"),
                 ("last poll", await store.get_meta("last_poll") or "never"),
                 ("announcement", await store.get_meta("last_announcement") or "none seen yet"),
+                ("awaiting API", f"{len(await store.awaiting_papers())} listed paper(s) the arXiv API does not know yet"),
             ]
             lines = [f"{name + ':':<15} {value}" for name, value in rows]
             lines += _llm_usage_lines(await store.llm_usage_since(datetime.now(UTC) - timedelta(hours=24)))
+            given_up, examples = await store.given_up()
+            lines.append(f"{'given up:':<15} {given_up} message(s)")
+            lines += [
+                f"  {g.platform}:{g.chat_id} {g.what}: {g.error}"
+                + (f" (failing since {g.since.isoformat(timespec='minutes')})" if g.since else "")
+                for g in examples
+            ]
             failures = await store.recent_failures()
             lines.append("recent failures:" + ("" if failures else " none"))
             lines += [f"  {at} {kind}: {detail}" for at, kind, detail in failures]

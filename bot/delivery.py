@@ -1,9 +1,20 @@
-"""Pushing the day's papers to chats, through a ledger that survives crashes.
+"""Pushing the day's papers to chats, through a ledger that survives crashes and outages.
 
-A ledger row per (chat, paper) is written `pending` before anything is sent, set to `sending`
-right before its message goes out and `sent` after. A `sent` row is never sent again; rows that
-a crash left `pending` or `sending` go out with the next push, so at most the message that was
-in flight when the process died is sent twice.
+Every message is a ledger row before it is sent: one per (chat, paper) in `deliveries`, one per
+(chat, announcement) for the push's header in `push_headers`. A row is claimed (`pending` ->
+`sending`, conditionally, so two pushers cannot both take it) right before its message goes out
+and marked `sent` after. A `sent` row is never sent again; a row a crash left `sending` goes back
+to pending at the next push, so at most the message in flight when the process died is sent twice.
+
+A failed send is not retried at every scheduler tick: the row waits until its `next_attempt_at`,
+1 minute after the first failure, doubling to an hour (with jitter when a random source is given);
+a message the platform refused as such (PermanentSendError) waits 15 minutes from the start. A row
+that has failed for 24 hours is given up (`given_up`, with the error; `paperbot status` lists it),
+so an outage of up to a day delays a paper and never loses it. A transient error (network, timeout,
+5xx, a 429 the rate limiter gave up on: TransientSendError) stops the chat's push for now and
+holds its other rows back as long, in order; any other error concerns that one message, and the
+chat's other messages go on. ChatGone switches the chat off and ChatMoved follows it to its new
+id. `push --now` (force) ignores the backoff.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,10 +31,11 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from bot.app import Components
-from bot.config import Settings, parse_hhmm
-from bot.models import Chat, Delivery, Paper, Platform, Summary
-from bot.sender import ChatGone, ChatMoved, Sender
+from bot.config import parse_hhmm
+from bot.models import Chat, Delivery, DeliveryStatus, Paper, Platform, Summary
 from bot.why import match_reasons
+from bot.sender import ChatGone, ChatMoved, PermanentSendError, Sender, TransientSendError
+from bot.store.ledger import HeaderRow
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +43,16 @@ T = TypeVar("T")
 
 # arXiv's listing of day D is published at midnight New York time on D.
 ARXIV_TZ = ZoneInfo("America/New_York")
-MAX_ATTEMPTS = 5  # a paper that fails this often is given up (status `failed`), so it cannot block a chat
-CHAT_CONCURRENCY = 8  # chats pushed at once; each chat's messages go out in order
+CHAT_CONCURRENCY = 64  # chats pushed at once; each chat's messages go out in order
+# (Telegram allows one message a second per chat: a push of a header and a post takes a chat
+# over a second, so it takes some 30 chats in flight to use the 30 messages a second allowed.)
 MANY_TOPICS = "Your topics"
+# Backoff of a failed message: the first retry after FIRST_RETRY, doubling up to MAX_RETRY;
+# a refused message starts at REFUSED_RETRY. Given up once it has failed for GIVE_UP_AFTER.
+FIRST_RETRY = timedelta(minutes=1)
+REFUSED_RETRY = timedelta(minutes=15)
+MAX_RETRY = timedelta(hours=1)
+GIVE_UP_AFTER = timedelta(hours=24)
 
 
 def now_utc() -> datetime:
@@ -72,7 +92,8 @@ class PushReport:
     chats: int = 0  # chats that were sent something
     papers: int = 0  # papers sent as full posts
     listed: int = 0  # papers sent in the compact list
-    failures: int = 0  # sends that failed and will be tried again
+    failures: int = 0  # sends that failed (tried again after a backoff, unless given up)
+    given_up: int = 0  # messages given up after a day of failures
     switched_off: int = 0  # chats that blocked or removed the bot
     no_sender: int = 0  # due chats of a platform this process does not serve
     errors: list[str] = field(default_factory=list)
@@ -93,6 +114,8 @@ class PushReport:
             parts.append(f"{self.switched_off} chat(s) switched off (they blocked or removed the bot)")
         if self.failures:
             parts.append(f"{self.failures} failed send(s), to be tried again: {'; '.join(self.errors[:3])}")
+        if self.given_up:
+            parts.append(f"{self.given_up} message(s) given up after a day of failures (see paperbot status)")
         if self.no_sender:
             parts.append(f"{self.no_sender} chat(s) skipped: their platform is not connected")
         return "; ".join(parts)
@@ -117,21 +140,41 @@ async def next_push(c: Components, chat: Chat, latest: date) -> list[Pending]:
     return sorted(items.values(), key=lambda i: (i.announced, i.arxiv_id))
 
 
+def retry_delay(failures: int, *, refused: bool = False, rng: random.Random | None = None) -> timedelta:
+    """How long a message waits after its `failures`-th failure in a row (1, 2, ...).
+
+    1 min, 2, 4 ... capped at 1 h (15 min from the start for a refused message); with `rng`, a
+    random 0.5x to 1x of that, so that chats failing together do not retry together.
+    """
+    base = REFUSED_RETRY if refused else FIRST_RETRY
+    delay = min(MAX_RETRY, base * 2 ** max(0, min(failures - 1, 16)))
+    return delay * (0.5 + rng.random() / 2) if rng is not None else delay
+
+
 async def push_once(
     c: Components,
     *,
     force: bool = False,
-    senders: Mapping[Platform, Sender] | None = None,
+    senders: Mapping[Platform, Sender] | SenderFactory,
     clock: Callable[[], datetime] = now_utc,
+    rng: random.Random | None = None,
     wait: bool = True,
 ) -> PushReport:
-    """Send every due push (with `force`, everything pending, whatever the time).
+    """Send every due push (with `force`, everything pending, whatever the time and backoff).
 
-    Another process pushing on the same database is waited for; with `wait=False` it raises
-    PushBusy instead (`paperbot push` then has nothing to do).
+    `senders` come from where the app is built (bot/senders.py for `paperbot push`, the runner
+    for `paperbot run`): the core does not know the platforms. A factory is entered only once
+    the lock is held and some chat is due (`paperbot push` then logs in to no platform for
+    nothing). Another process pushing on the
+    same database is waited for; with `wait=False` it raises PushBusy instead (`paperbot push`
+    then has nothing to do).
     """
     async with _push_lock(c, wait=wait):
-        return await _push_once(c, force=force, senders=senders, clock=clock)
+        return await _push_once(c, force=force, senders=senders, clock=clock, rng=rng)
+
+
+# Opens the senders of a push and closes them after it (`paperbot push`: its own Bot API client).
+SenderFactory = Callable[[], contextlib.AbstractAsyncContextManager[Mapping[Platform, Sender]]]
 
 
 class PushBusy(Exception):
@@ -141,7 +184,8 @@ class PushBusy(Exception):
 @contextlib.asynccontextmanager
 async def _push_lock(c: Components, *, wait: bool = True) -> AsyncIterator[None]:
     """One pusher per database: `paperbot push` from cron beside `paperbot run`, or several
-    replicas on one PostgreSQL database, must not send twice.
+    replicas on one PostgreSQL database, must not send twice (each push also resets rows a dead
+    pusher left `sending`, which is only safe while it is the one pusher).
 
     The store's `push` lock (a file lock beside an SQLite database, an advisory lock on
     PostgreSQL); it goes with the process if that dies.
@@ -161,46 +205,85 @@ async def _push_once(
     c: Components,
     *,
     force: bool,
-    senders: Mapping[Platform, Sender] | None,
+    senders: Mapping[Platform, Sender] | SenderFactory,
     clock: Callable[[], datetime],
+    rng: random.Random | None,
 ) -> PushReport:
     report = PushReport()
+    now = clock()
     latest_text = await c.store.get_meta("last_announcement")
     if latest_text is None:
         return report
     latest = date.fromisoformat(latest_text)
-    now = clock()
     due = [chat for chat, last_pushed in await c.store.push_states() if force or is_due(chat, last_pushed, latest, now)]
     if not due:
         return report
     async with contextlib.AsyncExitStack() as stack:
-        if senders is None:
-            senders = await stack.enter_async_context(_default_senders(c.settings, c))
-        slots = asyncio.Semaphore(CHAT_CONCURRENCY)
+        if callable(senders):
+            senders = await stack.enter_async_context(senders())
+        return await _push_due(c, due, latest, senders, report, _Policy(clock, force, rng))
 
-        async def one(chat: Chat) -> None:
-            sender = senders.get(chat.platform)
-            if sender is None:
-                report.no_sender += 1
-                return
-            async with slots:
-                try:
-                    await _deliver(c, sender, chat, latest, report)
-                except Exception as exc:  # noqa: BLE001 - one chat's trouble must not cut the others' push short
-                    await _failed(c, chat, "push", exc, report)
 
-        await asyncio.gather(*(one(chat) for chat in due))
+async def _push_due(
+    c: Components, due: list[Chat], latest: date, senders: Mapping[Platform, Sender], report: PushReport, policy: _Policy
+) -> PushReport:
+    # We hold the push lock: a row still `sending` is the message a dead process had in flight.
+    if reset := await c.store.ledger_reset_in_flight():
+        log.info("%d message(s) were in flight when a push stopped: they go out again", reset)
+    slots = asyncio.Semaphore(CHAT_CONCURRENCY)
+
+    async def one(chat: Chat) -> None:
+        sender = senders.get(chat.platform)
+        if sender is None:
+            report.no_sender += 1
+            return
+        async with slots:
+            try:
+                await _deliver(c, sender, chat, latest, report, policy)
+            except Exception as exc:  # noqa: BLE001 - one chat's trouble must not cut the others' push short
+                await _failed(c, chat, "push", exc, report)
+
+    # Every chat's task runs to its end before the push lock is released, whatever one of them
+    # raised (a failure while recording a failure, a crash): else the next push could send the
+    # messages still in flight again. The first error is raised after.
+    results = await asyncio.gather(*(one(chat) for chat in due), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     return report
 
 
-async def deliver_chat(c: Components, sender: Sender, chat: Chat, *, day: date) -> int:
+@dataclass
+class _Policy:
+    clock: Callable[[], datetime]
+    force: bool
+    rng: random.Random | None
+
+    def ready(self, next_attempt_at: datetime | None) -> bool:
+        return self.force or next_attempt_at is None or next_attempt_at <= self.clock()
+
+    def after_failure(
+        self, exc: Exception, failures: int, first_failed_at: datetime | None
+    ) -> tuple[datetime, datetime, bool]:
+        """(retry at, first failure, give up?) for a message that failed `failures` times in a row."""
+        now = self.clock()
+        first = first_failed_at or now
+        delay = retry_delay(failures, refused=isinstance(exc, PermanentSendError), rng=self.rng)
+        return now + delay, first, now - first >= GIVE_UP_AFTER
+
+
+async def deliver_chat(
+    c: Components, sender: Sender, chat: Chat, *, day: date, clock: Callable[[], datetime] = now_utc
+) -> int:
     """Push one chat's pending papers for the announcement of `day`; return how many were sent."""
     report = PushReport()
-    await _deliver(c, sender, chat, day, report)
+    await _deliver(c, sender, chat, day, report, _Policy(clock, False, None))
     return report.papers + report.listed
 
 
-async def _deliver(c: Components, sender: Sender, chat: Chat, day: date, report: PushReport) -> None:
+async def _deliver(
+    c: Components, sender: Sender, chat: Chat, day: date, report: PushReport, policy: _Policy
+) -> None:
     assert chat.id is not None
     store = c.store
     items = await next_push(c, chat, day)
@@ -214,23 +297,28 @@ async def _deliver(c: Components, sender: Sender, chat: Chat, day: date, report:
     await store.ledger_add(chat.id, [(i.arxiv_id, i.announced, "\n".join(sorted(i.queries))) for i in items])
     rows = {d.arxiv_id: d for d in await store.ledger_open(chat.id)}
     order = [rows[i.arxiv_id] for i in items if i.arxiv_id in rows]
+    ready = [r for r in order if policy.ready(r.next_attempt_at)]
+    if not ready:
+        return  # every message waits for its retry time
     papers = await store.papers_by_id(rows)
     queries = set().union(*(i.queries for i in items if i.arxiv_id in rows))
     title = next(iter(queries)) if len(queries) == 1 else MANY_TOPICS
-    full, rest = order[: chat.max_papers], order[chat.max_papers :]
+    full, rest = ready[: chat.max_papers], ready[chat.max_papers :]
     target = _Target(c, chat)
-    # Rows that were tried before already had their header: a retry goes out without a new one.
-    if any(row.attempts == 0 for row in order):
-        try:
-            await target.call(lambda ch: sender.send_header(ch, title, day, len(order)))
-        except ChatGone as exc:
-            await _gone(c, target.chat, exc, report)
-            return
-        except Exception as exc:  # noqa: BLE001 - one chat's trouble must not stop the others
-            await _failed(c, target.chat, "header", exc, report)
-            return
-    topics = await store.list_topics(chat.id)
     try:
+        # Rows that were tried before had their header: a retry goes out without a new one.
+        if any(row.attempts == 0 for row in ready):
+            header = await store.header_row(chat.id, day, create=True)
+            assert header is not None
+            count = len(ready)
+            if not await _send_header(
+                c, target, header, policy, report, lambda ch: sender.send_header(ch, title, day, count)
+            ):
+                # The papers wait for their header (unless it was given up): they keep their order.
+                header = await store.header_row(chat.id, day, create=False)
+                if header is None or header.status != DeliveryStatus.GIVEN_UP:
+                    return
+        topics = await store.list_topics(chat.id)
         for row in full:
 
             async def post(ch: Chat, paper: Paper = papers[row.arxiv_id], queries: str = row.topic_query) -> None:
@@ -238,16 +326,23 @@ async def _deliver(c: Components, sender: Sender, chat: Chat, day: date, report:
                 why = match_reasons(paper, sorted(queries.split("\n")), topics)
                 await sender.send_paper(ch, summary, images, why=why)
 
-            report.papers += await _send(c, target, [row], post, report)
+            sent, stop = await _send(c, target, [row], post, report, policy)
+            report.papers += sent
+            if stop:
+                await store.ledger_defer([r.id for r in ready if r.id not in target.sent and r is not row], stop)
+                return
         if rest:
             listed = [papers[r.arxiv_id] for r in rest]
-            report.listed += await _send(c, target, rest, lambda ch: sender.send_paper_list(ch, listed), report)
+            sent, stop = await _send(c, target, rest, lambda ch: sender.send_paper_list(ch, listed), report, policy)
+            report.listed += sent
+            if stop:
+                return
     except ChatGone as exc:
         await _gone(c, target.chat, exc, report)
         return
     finally:
         report.chats += bool(target.sent)
-    if len(target.sent) == len(order) and not await store.ledger_open(chat.id):
+    if not await store.ledger_open(chat.id):
         await store.set_last_pushed(chat.id, max([day, *(r.announced for r in order)]))
 
 
@@ -269,24 +364,67 @@ class _Target:
             return await send(self.chat)
 
 
-async def _send(
-    c: Components, target: _Target, rows: list[Delivery], send: Callable[[Chat], Awaitable[None]], report: PushReport
-) -> int:
-    """One message for these ledger rows; returns how many rows went out. ChatGone propagates."""
-    ids = [r.id for r in rows]
-    await c.store.ledger_sending(ids)
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _send_header(
+    c: Components,
+    target: _Target,
+    header: HeaderRow,
+    policy: _Policy,
+    report: PushReport,
+    send: Callable[[Chat], Awaitable[None]],
+) -> bool:
+    """Send the push's header unless it went out already; False when it did not go out now."""
+    if header.status == DeliveryStatus.SENT:
+        return True
+    if header.status == DeliveryStatus.GIVEN_UP or not policy.ready(header.next_attempt_at):
+        return False
+    if not await c.store.header_claim(header.id):
+        return False  # another pusher has it
     try:
         await target.call(send)
     except ChatGone:
-        await c.store.ledger_unsent(ids, "chat gone")
+        await c.store.header_released(header.id)
         raise
-    except Exception as exc:  # noqa: BLE001 - recorded on the row and tried again at the next push
-        await c.store.ledger_unsent(ids, f"{type(exc).__name__}: {exc}", give_up_after=MAX_ATTEMPTS)
-        await _failed(c, target.chat, ", ".join(r.arxiv_id for r in rows), exc, report)
-        return 0
+    except Exception as exc:  # noqa: BLE001 - recorded on the row and tried again after its backoff
+        retry_at, first, give_up = policy.after_failure(exc, header.attempts + 1, header.first_failed_at)
+        await c.store.header_failed(header.id, _describe(exc), retry_at=retry_at, first_failed=first, give_up=give_up)
+        await _failed(c, target.chat, f"header of {header.announced}", exc, report, given_up=give_up)
+        return False
+    await c.store.header_sent(header.id, policy.clock())
+    return True
+
+
+async def _send(
+    c: Components,
+    target: _Target,
+    rows: list[Delivery],
+    send: Callable[[Chat], Awaitable[None]],
+    report: PushReport,
+    policy: _Policy,
+) -> tuple[int, datetime | None]:
+    """One message for these ledger rows: (rows sent, time to hold the chat's other rows back
+    until when the platform seems down, else None). ChatGone propagates."""
+    ids = await c.store.ledger_claim([r.id for r in rows])
+    if not ids:
+        return 0, None  # another pusher took them
+    try:
+        await target.call(send)
+    except ChatGone:
+        await c.store.ledger_released(ids, "chat gone")
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded on the rows and tried again after their backoff
+        first_row = rows[0]
+        retry_at, first, give_up = policy.after_failure(exc, first_row.attempts + 1, first_row.first_failed_at)
+        await c.store.ledger_failed(ids, _describe(exc), retry_at=retry_at, first_failed=first, give_up=give_up)
+        await _failed(c, target.chat, ", ".join(r.arxiv_id for r in rows), exc, report, given_up=give_up)
+        down = isinstance(exc, TransientSendError) and not give_up
+        return 0, retry_at if down else None
     await c.store.ledger_sent(ids)
     target.sent.update(ids)
-    return len(ids)
+    return len(ids), None
 
 
 async def _gone(c: Components, chat: Chat, exc: ChatGone, report: PushReport) -> None:
@@ -295,10 +433,15 @@ async def _gone(c: Components, chat: Chat, exc: ChatGone, report: PushReport) ->
     report.switched_off += 1
 
 
-async def _failed(c: Components, chat: Chat, what: str, exc: Exception, report: PushReport) -> None:
+async def _failed(
+    c: Components, chat: Chat, what: str, exc: Exception, report: PushReport, *, given_up: bool = False
+) -> None:
     message = f"{chat.platform}:{chat.chat_id} {what}: {type(exc).__name__}: {exc}"
+    if given_up:
+        message += " (given up after a day of failures)"
     log.warning("push failed: %s", message)
     report.failures += 1
+    report.given_up += given_up
     report.errors.append(message)
     await c.store.record_failure("push", message)
 
@@ -322,33 +465,3 @@ async def digest_for_chat(c: Components, chat: Chat) -> tuple[date | None, list[
     papers = await c.store.papers_by_id(ids)
     prepared = await asyncio.gather(*(_prepared(c, papers[i], chat.language) for i in ids if i in papers))
     return day, [summary for summary, _ in prepared]
-
-
-@contextlib.asynccontextmanager
-async def _default_senders(settings: Settings, c: Components) -> AsyncIterator[dict[Platform, Sender]]:
-    """The senders `paperbot push` uses on its own: the Bot API, and Discord's REST API."""
-    senders: dict[Platform, Sender] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        if settings.telegram_bot_token is not None:
-            from telegram.ext import AIORateLimiter, ExtBot
-            from telegram.request import HTTPXRequest
-
-            from bot.telegram_bot import TelegramSender
-
-            base = settings.telegram_api_base_url
-            # ExtBot with the rate limiter, as in `run`: a RetryAfter is waited out, not a failure.
-            bot = ExtBot(
-                settings.telegram_bot_token.get_secret_value(),
-                base_url=f"{base}/bot",
-                base_file_url=f"{base}/file/bot",
-                rate_limiter=AIORateLimiter(max_retries=3),
-                # As in `run`: a media group of four figures takes longer than the 5 s default.
-                request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
-            )
-            await stack.enter_async_context(bot)
-            senders[Platform.TELEGRAM] = TelegramSender(bot, c.buttons, c.store)
-        if settings.discord_bot_token is not None:
-            from bot.discord_bot import rest_sender
-
-            senders[Platform.DISCORD] = await stack.enter_async_context(rest_sender(c))
-        yield senders

@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.utils import escape_markdown
@@ -31,7 +32,7 @@ from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip, one_line
 from bot.render.discord import answer_chunks, breakdown_chunks, paper_embed, split_text
 from bot.render.labels import labels_for
-from bot.sender import ChatGone
+from bot.sender import ChatGone, PermanentSendError, TransientSendError
 from bot.service import HELP_TEXT, Service, UserError, quota_note
 
 log = logging.getLogger(__name__)
@@ -460,12 +461,18 @@ def _gone_on_lost_access(chat: Chat) -> Iterator[None]:
         # Only lost access means the chat is gone; a missing permission (say Attach Files,
         # 50013) is an ordinary failure that is recorded and retried, not a switch-off.
         if exc.code not in LOST_ACCESS:
-            raise
+            raise PermanentSendError(f"Discord channel {chat.chat_id}: {exc.text or 'forbidden'} ({exc.code})") from None
         raise ChatGone(f"Discord channel {chat.chat_id}: {exc.text or 'forbidden'}") from None
     except discord.NotFound as exc:
         if exc.code != UNKNOWN_CHANNEL:
-            raise
+            raise PermanentSendError(f"Discord channel {chat.chat_id}: {exc.text or 'not found'} ({exc.code})") from None
         raise ChatGone(f"Discord channel {chat.chat_id} no longer exists") from None
+    except discord.HTTPException as exc:
+        if exc.status == 429 or exc.status >= 500:
+            raise TransientSendError(f"Discord: HTTP {exc.status}: {exc.text}") from None
+        raise PermanentSendError(f"Discord refused the message: HTTP {exc.status}: {exc.text}") from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise TransientSendError(f"Discord: {type(exc).__name__}: {exc}") from None
 
 
 # --- start and stop ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -29,11 +29,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from bot.models import Chat, Paper, Platform, Summary
 from bot.sender import ChatGone, ChatMoved, Sender
 
-if TYPE_CHECKING:
-    from bot.delivery import PushReport
-    from bot.poller import PollReport
-
 log = logging.getLogger(__name__)
+
+
+class PollReport(Protocol):
+    """What the metrics read of a poll's report (bot.poller.PollReport); named here so that the
+    metrics, which the app builds first, do not import the poller."""
+
+    listed: int
+    matched: int
+
+
+class PushReport(Protocol):
+    """What the metrics read of a push's report (bot.delivery.PushReport)."""
+
+    papers: int
+    listed: int
+    failures: int
+    switched_off: int
 
 # Polls take seconds (a quiet day) to many minutes (a big announcement, each match summarized).
 POLL_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)

@@ -224,7 +224,8 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
-    FAILED = "failed"
+    FAILED = "failed"  # given up by an older version (after 5 attempts)
+    GIVEN_UP = "given_up"  # failed for a day: not tried again; `paperbot status` shows it
 
 
 @dataclass(slots=True)
@@ -236,3 +237,5 @@ class Delivery:
     status: DeliveryStatus
     topic_query: str = ""
     attempts: int = 0
+    next_attempt_at: datetime | None = None  # UTC; None: as soon as the chat's push is due
+    first_failed_at: datetime | None = None

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
 from functools import partial
-from datetime import date, datetime
 
 from bot.app import Components
 from bot.arxiv_source import PAGE_SIZE, ArxivRejected, ArxivUnavailable, ListingItem
@@ -34,6 +34,12 @@ MAX_FEEDS_PER_REQUEST = 40
 MAX_FEED_CHARS = 600  # of the `a+b+c` part of a listing URL
 REPLACEMENTS = ("replace", "replace-cross")
 PREPARE_CONCURRENCY = 8  # summaries and thumbnails in flight at once (SummaryService caps the LLM calls itself)
+# A paper the listing announced and the export API does not know is asked for again at every poll
+# this long (arXiv's API usually catches up within hours); then it is logged and forgotten.
+AWAIT_API = timedelta(days=7)
+# The failure log and the quota events are pruned at every poll.
+KEEP_FAILURES = timedelta(days=7)
+KEEP_QUOTA_EVENTS = timedelta(days=1)  # longer than any quota window (service.QUOTA_WINDOW is 1 h)
 
 
 @dataclass
@@ -50,6 +56,8 @@ class PollReport:
     thumbnails: int = 0
     skipped: int = 0  # feeds whose announcement was processed before
     empty: int = 0  # feeds without an announcement today (weekend, holiday)
+    late: int = 0  # papers announced earlier that the API returned only now
+    awaiting: int = 0  # announced papers the API does not have yet (asked again next poll)
     failures: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # feed requests arXiv refused (HTTP 400)
     busy: bool = False  # another process was polling this database: this cycle did nothing
@@ -78,6 +86,10 @@ class PollReport:
         ]
         if self.skipped:
             parts.append(f"{self.skipped} feed(s) already processed")
+        if self.late:
+            parts.append(f"{self.late} paper(s) announced earlier arrived from the API")
+        if self.awaiting:
+            parts.append(f"{self.awaiting} announced paper(s) not in the API yet, asked again next poll")
         if self.summaries or self.thumbnails:
             parts.append(f"{self.summaries} summaries and {self.thumbnails} thumbnail sets ready")
         if self.failures:
@@ -116,6 +128,28 @@ def _covers(feed: str, topic_feeds: frozenset[str]) -> bool:
     return feed in topic_feeds or any(f.split(".", 1)[0] == feed for f in topic_feeds)
 
 
+def _lists(feed: str, item: ListingItem) -> bool:
+    """Whether the listing of `feed` (a category or a whole archive) carries the item."""
+    return any(cat == feed or cat.split(".", 1)[0] == feed for cat in item.categories)
+
+
+def _match(
+    topics: list[_Topic], listings: list[tuple[list[str], date, list[ListingItem], list[_Topic]]]
+) -> dict[str, tuple[ListingItem, date, set[int]]]:
+    """arxiv id -> (item, announcement, topic ids): each listed paper against the topics its listing
+    was fetched for; a paper listed in two groups is matched once. Pure; runs in a worker thread."""
+    matcher = TopicMatcher((t.id, t.node) for t in topics)
+    found: dict[str, tuple[ListingItem, date, set[int]]] = {}
+    for _group, day, items, relevant in listings:
+        allowed = {t.id for t in relevant}
+        for item in items:
+            ids = matcher.match(MatchDoc.of(item)) & allowed
+            if ids:
+                entry = found.setdefault(item.arxiv_id, (item, day, set()))
+                entry[2].update(ids)
+    return found
+
+
 class Poller:
     def __init__(self, c: Components, *, clock: Callable[[], datetime] = now_utc) -> None:
         self.c = c
@@ -134,6 +168,9 @@ class Poller:
         say = progress or (lambda _msg: None)
         report = PollReport()
         started = now_iso()
+        now = self.clock()
+        await self.store.prune_logs(now - KEEP_FAILURES, now - KEEP_QUOTA_EVENTS)
+        await self._ask_awaiting(report)
         topics = await self._topics()
         groups = plan_requests(set().union(*(t.feeds for t in topics)) if topics else set())
         report.feeds = sum(map(len, groups))
@@ -164,20 +201,34 @@ class Poller:
                 await self._failure(report, f"listing {'+'.join(group)}: {exc}")
                 break
             report.listing_requests += 1
-            if not listing.items:
-                report.empty += len(group)
-                continue
-            # A feed without a date is from the newest announcement there can be.
-            day = listing.announced or self.clock().astimezone(ARXIV_TZ).date()
+            items, stored = listing.items, False
+            if items:
+                # A feed without a date is from the newest announcement there can be.
+                day = listing.announced or self.clock().astimezone(ARXIV_TZ).date()
+            else:
+                # No announcement today (weekend, holiday): a topic subscribed since the last one
+                # still gets that one's papers, from the listing stored when it was processed.
+                # (A category's papers may have been stored under its archive's feed.)
+                archives = {f.split(".", 1)[0] for f in group}
+                last = await self.store.last_listing(sorted(set(group) | archives))
+                kept = [ListingItem(**i) for i in last[1]] if last is not None else []
+                kept = [item for item in kept if any(_lists(f, item) for f in group)]
+                if last is None or not kept:
+                    report.empty += len(group)
+                    continue
+                day, items, stored = last[0], kept, True
             done = await self.store.processed_feeds(day)
             if all(f in done for f in group):
                 # Processed before: only topics subscribed to since then still need this announcement.
                 since = min(done[f] for f in group)
                 relevant = [t for t in relevant if t.subscribed_at >= since]
                 if not relevant:
-                    report.skipped += len(group)
+                    if stored:
+                        report.empty += len(group)
+                    else:
+                        report.skipped += len(group)
                     continue
-            listings.append((group, day, listing.items, relevant))
+            listings.append((group, day, items, relevant))
         if listings and not report.failures:
             await self._process(listings, topics, started, report, say)
         if report.failures:
@@ -216,27 +267,20 @@ class Poller:
         report: PollReport,
         say: Callable[[str], None],
     ) -> None:
-        matcher = TopicMatcher((t.id, t.node) for t in topics)
-        # arxiv id -> (item, announcement, topic ids); a paper listed in two groups is matched once
-        found: dict[str, tuple[ListingItem, date, set[int]]] = {}
-        for _group, day, items, relevant in listings:
-            allowed = {t.id for t in relevant}
-            report.listed += len(items)
-            for item in items:
-                ids = matcher.match(MatchDoc.of(item)) & allowed
-                if ids:
-                    entry = found.setdefault(item.arxiv_id, (item, day, set()))
-                    entry[2].update(ids)
+        # Matching thousands of listed papers against every topic is CPU work: not on the event loop.
+        found = await asyncio.to_thread(_match, topics, listings)
+        report.listed += sum(len(items) for _group, _day, items, _relevant in listings)
         # A replacement is a new version of an older paper: not news, whether we saw the paper or not
         # (a fresh deployment or topic would otherwise push revisions of old papers as "new papers").
         found = {a: entry for a, entry in found.items() if entry[0].announce_type not in REPLACEMENTS}
         known = await self.store.known_papers(found)
         report.matched = len(found)
         wanted = [a for a in found if known.get(a) is None]
+        missing: set[str] = set()
         if wanted:
             say(f"{len(found)} paper(s) matched; fetching {len(wanted)} from the arXiv API")
             try:
-                papers = await self.c.arxiv.get_papers(wanted)
+                papers = await self.c.arxiv.get_announced(wanted)
             except ArxivUnavailable as exc:
                 await self._failure(report, f"metadata of {len(wanted)} paper(s): {exc}")
                 return
@@ -244,23 +288,60 @@ class Poller:
                 report.api_requests += -(-len(wanted) // PAGE_SIZE)
             missing = set(wanted) - {p.arxiv_id for p in papers}
             if missing:
+                # arXiv's API lags its listing: keep them and ask again at every poll (never "nothing new").
                 log.warning("arXiv API has no record yet of %d listed paper(s): %s", len(missing), sorted(missing))
             for paper in papers:
                 await self.store.upsert_paper(paper, announced=found[paper.arxiv_id][1])
             report.fetched = len(papers)
-            found = {a: entry for a, entry in found.items() if a not in missing}
-        report.new_matches = await self.store.add_matches(
-            (topic_id, a, day) for a, (_item, day, ids) in found.items() for topic_id in ids
-        )
-        for group, day, items, _relevant in listings:
-            # As of the cycle's start: a subscription made while it ran gets matched next time.
-            await self.store.record_announcement(group, day, len(items), at=started)
         newest = max(day for _group, day, _items, _relevant in listings)
-        previous = await self.store.get_meta("last_announcement")
-        # Set last: a push reads the matches of this announcement only once they are all stored.
-        if previous is None or newest.isoformat() > previous:
-            await self.store.set_meta("last_announcement", newest.isoformat())
+        report.new_matches = await self.store.record_poll(
+            matches=[(t, a, day) for a, (_item, day, ids) in found.items() if a not in missing for t in ids],
+            awaiting=[(a, found[a][1], sorted(found[a][2])) for a in sorted(missing)],
+            # As of the cycle's start: a subscription made while it ran gets matched next time.
+            announcements=[(group, day, len(items)) for group, day, items, _relevant in listings],
+            listings=[
+                (feed, day, item.arxiv_id, asdict(item))
+                for group, day, items, _relevant in listings
+                for item in items
+                for feed in group
+                if _lists(feed, item)
+            ],
+            latest=newest,
+            at=started,
+            seen_at=self.clock().isoformat(timespec="seconds"),
+        )
+        report.awaiting += len(missing)
         report.announced = newest
+
+    async def _ask_awaiting(self, report: PollReport) -> None:
+        """Ask the API again for papers announced earlier that it did not have; store what it has now."""
+        waiting = await self.store.awaiting_papers()
+        if not waiting:
+            return
+        now = self.clock()
+        expired = [a for a, _day, first, _topics in waiting if now - first > AWAIT_API]
+        if expired:
+            message = f"gave up waiting for the arXiv API to know {len(expired)} listed paper(s): {', '.join(expired)}"
+            log.warning("poll: %s", message)
+            await self.store.record_failure("poll", message)
+        ask = {a: (day, topics) for a, day, first, topics in waiting if a not in expired}
+        papers = []
+        if ask:
+            try:
+                papers = await self.c.arxiv.get_papers(list(ask))
+            except ArxivUnavailable as exc:
+                log.warning("poll: papers awaited from the API: %s", exc)  # asked again next time
+            finally:
+                report.api_requests += -(-len(ask) // PAGE_SIZE)
+        for paper in papers:
+            await self.store.upsert_paper(paper, announced=ask[paper.arxiv_id][0])
+        arrived = [p.arxiv_id for p in papers if p.arxiv_id in ask]
+        if arrived or expired:
+            report.new_matches += await self.store.record_late(
+                [(t, a, ask[a][0]) for a in arrived for t in ask[a][1]], arrived, expired
+            )
+        report.late += len(arrived)
+        report.awaiting += len(ask) - len(arrived)
 
     async def _prepare(self, report: PollReport, say: Callable[[str], None]) -> None:
         """Summaries (in each chat's language) and thumbnails of what the next pushes send as full posts."""

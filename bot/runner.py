@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 from collections.abc import Awaitable
 from typing import Any
@@ -53,6 +54,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
 
     senders: dict[Platform, Sender] = {}
     stoppers: list[Any] = []
+    stack = contextlib.AsyncExitStack()
     try:
         async with contextlib.AsyncExitStack() as stack:
             address = settings.metrics_address
@@ -60,7 +62,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 probe = Probe(ping=c.store.ping, delivery_counts=c.store.delivery_counts)
                 await stack.enter_async_context(serve_metrics(c.metrics, probe, *address))
             if settings.telegram_bot_token is not None:
-                from bot.telegram_bot import TelegramSender, build_application
+                from bot.telegram_bot import TelegramSender, build_application, push_bot
 
                 tg = build_application(c)
                 await tg.initialize()
@@ -70,7 +72,10 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
                 await tg.start()
                 stoppers.append(_stop_telegram(tg))
                 await _start_updates(tg, settings)
-                senders[Platform.TELEGRAM] = MeteredSender(TelegramSender(tg.bot, c.buttons, c.store), c.metrics)
+                # The push has a Bot of its own, paced to Telegram's limits without bursts (the
+                # application's limiter lets replies to commands burst, as Telegram allows).
+                push = await stack.enter_async_context(push_bot(settings))
+                senders[Platform.TELEGRAM] = MeteredSender(TelegramSender(push, c.buttons, c.store), c.metrics)
                 log.info("Telegram bot started as @%s", tg.bot.username)
             if settings.discord_bot_token is not None:
                 from bot.discord_bot import start_discord
@@ -83,6 +88,8 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
         for stopper in reversed(stoppers):
             with contextlib.suppress(Exception):
                 await stopper
+        with contextlib.suppress(Exception):
+            await stack.aclose()
         await c.aclose()
         log.info("paperbot stopped")
 
@@ -90,7 +97,7 @@ async def run_service(settings: Settings, stop: asyncio.Event | None = None) -> 
 async def _schedule(c: Components, senders: dict[Platform, Sender], stop: asyncio.Event) -> None:
     from bot.scheduler import Scheduler
 
-    scheduler = Scheduler(c, senders)
+    scheduler = Scheduler(c, senders, rng=random.Random())
     log.info("paperbot running; polling every %d min", c.settings.poll_minutes)
     await until_stopped(scheduler.run(stop), stop)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import cast
@@ -30,11 +31,13 @@ class Scheduler:
         *,
         clock: Callable[[], datetime] = now_utc,
         tick: float = 60.0,
+        rng: random.Random | None = None,
     ) -> None:
         self.c = c
         self.senders = senders
         self.clock = clock
         self.tick = tick  # seconds between looks for due pushes
+        self.rng = rng  # jitter of delivery retries; None: none
         self.poller = Poller(c, clock=clock)
         self._poll_task: asyncio.Task[None] | None = None
         self._next_poll: datetime | None = None
@@ -67,7 +70,7 @@ class Scheduler:
                 self._subscriptions_polled = await self.c.store.newest_subscription_id()
                 self._next_poll = now + timedelta(minutes=self.c.settings.poll_minutes)
                 self._poll_task = asyncio.create_task(self._poll(), name="paperbot-poll")
-            report = await push_once(self.c, senders=self.senders, clock=self.clock)
+            report = await push_once(self.c, senders=self.senders, clock=self.clock, rng=self.rng)
             if report.eventful:
                 log.info("push: %s", report)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure

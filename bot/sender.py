@@ -14,6 +14,17 @@ class ChatGone(Exception):
     """The chat blocked or removed the bot: switch it off, keep its topics."""
 
 
+class TransientSendError(Exception):
+    """The platform could not take the message now (network error, timeout, 5xx, a 429 that the
+    rate limiter did not absorb): the same message is tried again after a backoff."""
+
+
+class PermanentSendError(Exception):
+    """The platform refused this message and will refuse it again as it is (HTTP 400, Discord
+    50013 Missing Permissions, Telegram "not enough rights"). Delivery still tries it a few times
+    an hour, since an admin may grant the right, and gives it up after a day."""
+
+
 class ChatMoved(Exception):
     """The chat has a new id (a Telegram group that became a supergroup)."""
 

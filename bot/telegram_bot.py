@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from telegram import (
     Bot,
@@ -36,10 +37,11 @@ from telegram import (
 )
 from telegram import Chat as TgChat
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
-from telegram.error import ChatMigrated, Forbidden, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
+    BaseRateLimiter,
     ApplicationBuilder,
     CallbackQueryHandler,
     ChatMemberHandler,
@@ -51,6 +53,7 @@ from telegram.ext import (
 
 from bot.app import Components
 from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner
+from bot.config import Settings
 from bot.logs import RedactingFilter
 from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip
@@ -63,7 +66,7 @@ from bot.render.telegram import (
     digest_header_html,
     split_html,
 )
-from bot.sender import ChatGone, ChatMoved
+from bot.sender import ChatGone, ChatMoved, PermanentSendError, TransientSendError
 from bot.service import HELP_TEXT, Service, UserError, quota_note
 from bot.store import Store
 from bot.validate import clean
@@ -231,7 +234,9 @@ def paper_line(p: Paper) -> str:
 
 class TelegramSender:
     """bot.sender.Sender for Telegram: blocked and migrated chats become ChatGone and ChatMoved,
-    which the core's delivery turns into a switched-off or moved chat."""
+    which the core's delivery turns into a switched-off or moved chat; a refused message
+    (400, e.g. "not enough rights") becomes PermanentSendError and a timeout, network error,
+    5xx or a flood limit the rate limiter gave up on becomes TransientSendError."""
 
     platform = Platform.TELEGRAM
 
@@ -264,6 +269,126 @@ class TelegramSender:
             raise ChatGone(f"Telegram chat {chat.chat_id}: {exc.message}") from None
         except ChatMigrated as exc:
             raise ChatMoved(str(exc.new_chat_id)) from None
+        except BadRequest as exc:  # before NetworkError: PTB derives BadRequest from it
+            raise PermanentSendError(f"Telegram refused the message: {exc.message}") from None
+        except (NetworkError, RetryAfter) as exc:
+            raise TransientSendError(f"Telegram: {type(exc).__name__}: {exc.message}") from None
+
+
+# Methods that post a message to a chat: one a second per chat (Telegram's Bot API FAQ).
+_POSTING = {"sendMessage", "sendPhoto", "sendMediaGroup", "sendDocument", "copyMessage", "forwardMessage"}
+
+
+class PacedRateLimiter(BaseRateLimiter[int]):
+    """A Bot API rate limiter paced to Telegram's published limits without bursts: at most 30
+    messages in any second overall, one a second per chat, 20 a minute per group; a RetryAfter
+    pauses every request for its time, and the request is tried again (up to `max_retries`).
+
+    AIORateLimiter's leaky buckets let a full bucket through at once (up to 60 messages in the
+    first second of a push), do not space a private chat's messages at all, and after a RetryAfter
+    release every request that had taken its slot during the pause at once, which earns the next
+    429. Here every send reserves its own time: a chat's next message is due a little over a second
+    after its previous one was answered, a group's 3 s after its previous one, and any message 1/28 s
+    after the previous one; a request whose slot fell in a pause takes a new one after it. `scale`
+    multiplies the limits (for benchmarks against a fake with scaled limits only).
+    """
+
+    def __init__(self, *, max_retries: int = 3, scale: float = 1.0, margin: float = 0.94) -> None:
+        self._max_retries = max_retries
+        self._gap = 1 / (30 * scale * margin)
+        self._group_gap = 60 / (20 * scale * margin)
+        self._chat_gap = 1 / (scale * margin)
+        self._next_any = 0.0  # loop time of the next free slot, any chat
+        self._next_group: dict[int | str, float] = {}
+        self._next_chat: dict[int | str, float] = {}
+        self._chat_locks: dict[int | str, asyncio.Lock] = {}
+        self._paused_until = 0.0
+
+    async def initialize(self) -> None:
+        """Nothing to set up."""
+
+    async def shutdown(self) -> None:
+        """Nothing to tear down."""
+
+    async def process_request(
+        self, callback: Any, args: Any, kwargs: dict[str, Any], endpoint: str, data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> Any:
+        chat_id = data.get("chat_id")
+        if chat_id is None:
+            return await callback(*args, **kwargs)
+        with contextlib.suppress(ValueError, TypeError):
+            chat_id = int(chat_id)
+        posting = endpoint in _POSTING
+        lock = self._chat_locks.setdefault(chat_id, asyncio.Lock()) if posting else contextlib.nullcontext()
+        loop = asyncio.get_running_loop()
+        try:
+            async with lock:
+                for attempt in range((rate_limit_args or self._max_retries) + 1):
+                    await self._slot(chat_id, posting)
+                    try:
+                        return await callback(*args, **kwargs)
+                    except RetryAfter as exc:
+                        if attempt == (rate_limit_args or self._max_retries):
+                            raise
+                        wait = getattr(exc, "_retry_after", None)
+                        seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait or 1)
+                        self._paused_until = max(self._paused_until, loop.time() + seconds + 0.1)
+                        log.info("Telegram asked to wait %.0f s; every send waits", seconds)
+                    finally:
+                        if posting:
+                            self._next_chat[chat_id] = loop.time() + self._chat_gap
+        finally:
+            if posting and len(self._chat_locks) > 4096:  # forget idle chats
+                now = loop.time()
+                for key in [k for k, t in self._next_chat.items() if t < now and not self._chat_locks[k].locked()]:
+                    self._next_chat.pop(key, None)
+                    self._chat_locks.pop(key, None)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _slot(self, chat_id: int | str, posting: bool) -> None:
+        """Wait for this request's time: after any pause, its chat's and group's spacing, and the overall one."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            ready = max(self._paused_until, self._next_chat.get(chat_id, 0.0) if posting else 0.0)
+            if ready > now:
+                await asyncio.sleep(ready - now)
+                continue
+            at = now
+            if isinstance(chat_id, str) or chat_id < 0:  # groups, supergroups and channels
+                at = max(at, self._next_group.get(chat_id, 0.0))
+                self._next_group[chat_id] = at + self._group_gap
+            at = max(at, self._next_any)
+            self._next_any = at + self._gap
+            if at > now:
+                await asyncio.sleep(at - now)
+            if loop.time() >= self._paused_until:
+                return
+            # A RetryAfter came while this request waited: its slot is gone; take one after the pause.
+
+
+@contextlib.asynccontextmanager
+async def push_bot(
+    settings: Settings, *, max_retries: int = 3, rate_limiter: PacedRateLimiter | None = None
+) -> AsyncIterator[Bot]:
+    """The Bot API client `paperbot push` sends with: ExtBot with the rate limiter, as in `run`,
+    so a RetryAfter is waited out, not a failure."""
+    from telegram.ext import ExtBot
+    from telegram.request import HTTPXRequest
+
+    assert settings.telegram_bot_token is not None
+    base = settings.telegram_api_base_url
+    bot = ExtBot(
+        settings.telegram_bot_token.get_secret_value(),
+        base_url=f"{base}/bot",
+        base_file_url=f"{base}/file/bot",
+        rate_limiter=rate_limiter or PacedRateLimiter(max_retries=max_retries),
+        # As in `run`: a media group of four figures takes longer than the 5 s default.
+        request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
+    )
+    async with bot:
+        yield bot
 
 
 # --- the commands ------------------------------------------------------------------------------

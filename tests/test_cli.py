@@ -145,3 +145,38 @@ def test_status_reports_counts(tmp_path: Path, fake_arxiv: FakeArxiv) -> None:
     assert "papers:         1" in result.stdout and "summaries:      1" in result.stdout
     assert "last poll:      never" in result.stdout
     assert "LLM calls in the last 24 hours: none" in result.stdout
+
+
+def test_status_lists_given_up_deliveries_with_their_reason(tmp_path: Path, fake_arxiv: FakeArxiv) -> None:
+    """Issue 9: a message given up after a day of failures shows in `paperbot status`."""
+    import asyncio
+    from datetime import UTC, date, datetime
+
+    from bot.models import Chat, ChatKind, Platform
+    from bot.store import Store
+
+    env = env_for(tmp_path, fake_arxiv)
+    assert paperbot(tmp_path, env, "summary", SEED_ID).returncode == 0  # stores the paper
+
+    async def give_up() -> None:
+        async with await Store.open(env["PAPERBOT_DB"]) as store:
+            chat = await store.ensure_chat(Chat(Platform.TELEGRAM, "4242", ChatKind.PRIVATE))
+            assert chat.id is not None
+            await store.ledger_add(chat.id, [(SEED_ID, date(2024, 5, 6), "cat:cs.CV")])
+            (row,) = await store.ledger_open(chat.id)
+            first = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+            await store.ledger_failed(
+                [row.id], "TransientSendError: Telegram: NetworkError: Bad Gateway",
+                retry_at=datetime(2024, 5, 7, 9, 30, tzinfo=UTC), first_failed=first, give_up=True,
+            )
+
+    asyncio.run(give_up())
+    result = paperbot(tmp_path, env, "status")
+    assert result.returncode == 0, result.stderr
+    assert "given up:       1 message(s)" in result.stdout
+    assert (
+        f"  telegram:4242 {SEED_ID}: TransientSendError: Telegram: NetworkError: Bad Gateway "
+        "(failing since 2024-05-06T09:00+00:00)"
+    ) in result.stdout
+    assert "pending:        0 deliveries" in result.stdout
+    assert "awaiting API:   0 listed paper(s) the arXiv API does not know yet" in result.stdout

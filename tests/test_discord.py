@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
 
-import discord
 import pytest
 from discord.utils import escape_markdown
 from pydantic import SecretStr
@@ -18,7 +17,7 @@ from bot.buttons import BreakdownRef
 from bot.discord_bot import DiscordSender, start_discord
 from bot.models import Chat, ChatKind, Paper, Platform, Summary
 from bot.render.discord import breakdown_chunks, paper_embed
-from bot.sender import ChatGone
+from bot.sender import ChatGone, PermanentSendError, TransientSendError
 from bot.service import Service, UserError
 from tests.fakes.discord import (
     ADMINISTRATOR, CHANNEL_ID, MANAGE_GUILD, MEMBER, FakeDiscord, SentMessage,
@@ -233,7 +232,15 @@ async def test_a_channel_the_bot_lost_is_chat_gone(
 async def test_a_missing_permission_is_a_failure_not_a_lost_channel(fake: FakeDiscord, bot: DiscordSender) -> None:
     fake.fail_channel(PUSH_CHANNEL, 403, 50013, "Missing Permissions")
     chat = Chat(Platform.DISCORD, str(PUSH_CHANNEL), ChatKind.GUILD)
-    with pytest.raises(discord.Forbidden):
+    with pytest.raises(PermanentSendError, match="Missing Permissions"):
+        await bot.send_header(chat, "cs.CV daily", date(2024, 5, 3), 2)
+
+
+async def test_a_server_error_is_transient(fake: FakeDiscord, bot: DiscordSender) -> None:
+    # 503: discord.py itself retries 500/502/504 for about 25 s before it gives up.
+    fake.fail_channel(PUSH_CHANNEL, 503, 0, "upstream trouble")
+    chat = Chat(Platform.DISCORD, str(PUSH_CHANNEL), ChatKind.GUILD)
+    with pytest.raises(TransientSendError):
         await bot.send_header(chat, "cs.CV daily", date(2024, 5, 3), 2)
 
 
@@ -249,17 +256,20 @@ async def test_cli_push_reaches_discord_over_rest_without_a_gateway(
 ) -> None:
     """`paperbot push --now` builds its own Discord sender: REST login, no gateway connection."""
     from bot.delivery import push_once
+    from bot.senders import push_senders
 
     components.settings.discord_bot_token = SecretStr(TOKEN)
     paper = await poll_leaves_a_match(components, PUSH_CHANNEL)
 
-    report = await push_once(components, force=True)
+    async with push_senders(components.settings, components) as senders:
+        report = await push_once(components, force=True, senders=senders)
     sent = fake.in_channel(PUSH_CHANNEL)
     assert [m.content for m in sent][0].startswith("**cat:cs.CV** — 2024-05-03: 1 new paper")
     assert sent[1].embeds[0]["url"] == paper.abs_url
     assert fake.identified == 0  # no gateway session was opened
     assert "1" in str(report)
-    again = await push_once(components, force=True)
+    async with push_senders(components.settings, components) as senders:
+        again = await push_once(components, force=True, senders=senders)
     assert len(fake.in_channel(PUSH_CHANNEL)) == len(sent), again
 
 

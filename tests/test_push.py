@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,10 @@ import pytest
 
 from bot.app import Components
 from bot.delivery import deliver_chat, digest_for_chat, push_once
-from bot.models import Chat, ChatKind, DeliveryStatus, Paper, Platform, Summary
+from bot.models import Chat, ChatKind, Paper, Platform, Summary
 from bot.poller import Poller
 from bot.query import normalize_query, parse_query
-from bot.sender import ChatGone, ChatMoved
+from bot.sender import ChatGone, ChatMoved, PermanentSendError, TransientSendError
 from tests.conftest import env_for, subprocess_env
 from tests.fakes.arxiv import SEED_ID, FakeArxiv
 
@@ -272,60 +272,175 @@ async def test_a_crash_mid_push_loses_nothing_and_resends_nothing_sent(
 
     restarted = RecordingSender()
     await push_once(c, force=True, senders={Platform.TELEGRAM: restarted})
-    assert restarted.log == [
-        ("header", "100", "cat:cs.CV — 2024-05-06: 2"),
-        ("paper", "100", ids[1]),
-        ("paper", "100", ids[2]),
-    ]
+    # SPEC: at most the message in flight is sent twice. The header went out before the crash
+    # and is in the ledger: it is not repeated.
+    assert restarted.log == [("paper", "100", ids[1]), ("paper", "100", ids[2])]
     assert [s for _, s in await statuses(c, chat)] == ["sent"] * 3
     assert await last_pushed(c, chat) == MONDAY
 
 
-async def test_a_failed_send_is_recorded_and_tried_again(components: Components, fake_arxiv: FakeArxiv) -> None:
+async def test_a_failed_send_is_recorded_and_tried_again_after_its_backoff(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
     c = components
     chat = await subscribe(c, "100", "cat:cs.CV", timezone="UTC", push_time="09:00")
     ids = add_papers(fake_arxiv, "20", ["A", "B", "C"])
     await announce(c, fake_arxiv, MONDAY, ids)
     sender = RecordingSender()
-    sender.fail("paper", RuntimeError("network down"), at=2)
-    at_ten = lambda: datetime(2024, 5, 6, 10, 0, tzinfo=UTC)  # noqa: E731
+    sender.fail("paper", RuntimeError("PHOTO_INVALID"), at=2)
+    ten = datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
+    senders = {Platform.TELEGRAM: sender}
 
-    report = await push_once(c, senders={Platform.TELEGRAM: sender}, clock=at_ten)
+    report = await push_once(c, senders=senders, clock=lambda: ten)
 
     assert (report.papers, report.failures) == (2, 1)
-    assert "failed send(s)" in str(report) and "network down" in str(report)
+    assert "failed send(s)" in str(report) and "PHOTO_INVALID" in str(report)
+    # An error about one message does not hold the chat's others back.
     assert sender.papers_to("100") == [ids[0], ids[2]]
     assert await statuses(c, chat) == [(ids[0], "sent"), (ids[1], "pending"), (ids[2], "sent")]
     kind, detail = (await c.store.recent_failures())[0][1:]
-    assert kind == "push" and ids[1] in detail and "network down" in detail
+    assert kind == "push" and ids[1] in detail and "PHOTO_INVALID" in detail
     assert await last_pushed(c, chat) is None  # still due
+    (row,) = [d for d in await c.store.ledger_rows(chat.id) if d.arxiv_id == ids[1]]  # type: ignore[arg-type]
+    assert row.next_attempt_at == ten + timedelta(minutes=1) and row.first_failed_at == ten
 
-    await push_once(c, senders={Platform.TELEGRAM: sender}, clock=at_ten)
+    # Not at the next scheduler tick of the same minute: the row waits for its retry time.
+    await push_once(c, senders=senders, clock=lambda: ten + timedelta(seconds=59))
+    assert len(sender.log) == 3
+    await push_once(c, senders=senders, clock=lambda: ten + timedelta(minutes=1))
     # The retry sends the paper alone: its header went out with the first try.
     assert sender.log[-2:] == [("paper", "100", ids[2]), ("paper", "100", ids[1])]
     assert [e for e in sender.log if e[0] == "header"] == [("header", "100", "cat:cs.CV — 2024-05-06: 3")]
     assert await last_pushed(c, chat) == MONDAY
 
 
-async def test_a_paper_that_always_fails_is_given_up(components: Components, fake_arxiv: FakeArxiv) -> None:
+async def test_an_outage_backs_off_exponentially_and_gives_up_only_after_a_day(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """Item 2: failures are retried after 1, 2, 4 ... minutes up to an hour, on the clock (not at
+    every scheduler tick), the chat's later papers wait in order, and only a day gives a paper up."""
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV", timezone="UTC", push_time="09:00")
+    ids = add_papers(fake_arxiv, "20", ["A", "B", "C"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+    start = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+
+    class BrokenForB(RecordingSender):
+        now = start
+        tries: list[datetime] = []
+
+        async def send_paper(self, chat: Chat, summary: Summary, images: list[Path], why: object = None) -> None:
+            if summary.paper.arxiv_id == ids[1]:
+                self.tries.append(self.now)
+                raise TransientSendError("Telegram: NetworkError: Bad Gateway")
+            await super().send_paper(chat, summary, images)
+
+    sender = BrokenForB()
+    # As the scheduler does: a look every minute for two hours, then every ten (to keep the test quick).
+    ticks = [start + timedelta(minutes=m) for m in [*range(120), *range(120, 26 * 60, 10)]]
+    for now in ticks:
+        sender.now = now
+        await push_once(c, senders={Platform.TELEGRAM: sender}, clock=lambda: sender.now)
+
+    gaps = [(b - a) / timedelta(minutes=1) for a, b in zip(sender.tries, sender.tries[1:])]
+    assert gaps[:6] == [1, 2, 4, 8, 16, 32] and all(60 <= g < 70 for g in gaps[6:])  # ticks of 10 min
+    assert sender.tries[-1] - sender.tries[0] >= timedelta(hours=24)
+    # B was given up with its reason; C waited behind it, in order, and then went out.
+    assert sender.papers_to("100") == [ids[0], ids[2]]
+    assert await statuses(c, chat) == [(ids[0], "sent"), (ids[1], "given_up"), (ids[2], "sent")]
+    count, examples = await c.store.given_up()
+    assert count == 1 and examples[0].what == ids[1] and "Bad Gateway" in examples[0].error
+    assert examples[0].since == sender.tries[0]
+    assert await last_pushed(c, chat) == MONDAY
+
+
+async def test_an_outage_shorter_than_a_day_loses_nothing(components: Components, fake_arxiv: FakeArxiv) -> None:
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV", timezone="UTC", push_time="09:00")
+    ids = add_papers(fake_arxiv, "20", ["A", "B", "C"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+    start = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+
+    class Outage(RecordingSender):
+        now = start
+
+        def _call(self, kind: str, chat: Chat) -> None:
+            if self.now < start + timedelta(hours=5):  # five hours of 502s after the header
+                if kind != "header":
+                    raise TransientSendError("Telegram: NetworkError: Bad Gateway")
+            super()._call(kind, chat)
+
+    sender = Outage()
+    for minute in range(8 * 60):
+        sender.now = start + timedelta(minutes=minute)
+        await push_once(c, senders={Platform.TELEGRAM: sender}, clock=lambda: sender.now)
+    assert sender.papers_to("100") == ids
+    assert [k for k, *_ in sender.log].count("header") == 1
+    assert [s for _, s in await statuses(c, chat)] == ["sent"] * 3
+    # Backoff: about a dozen tries in five hours, not 300.
+    assert sum(1 for d in await c.store.recent_failures(500) if "Bad Gateway" in d[2]) < 15
+
+
+async def test_push_now_ignores_the_backoff(components: Components, fake_arxiv: FakeArxiv) -> None:
     c = components
     chat = await subscribe(c, "100", "cat:cs.CV")
-    ids = add_papers(fake_arxiv, "20", ["A", "B"])
+    ids = add_papers(fake_arxiv, "20", ["A"])
     await announce(c, fake_arxiv, MONDAY, ids)
     sender = RecordingSender()
-    for attempt in range(1, 6):
-        sender.fail("paper", RuntimeError("PHOTO_INVALID"), at=1 + attempt)  # B's post, every push
-
-    for _ in range(5):
-        await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
-
-    assert await statuses(c, chat) == [(ids[0], "sent"), (ids[1], DeliveryStatus.FAILED)]
-    headers = [e for e in sender.log if e[0] == "header"]
-    assert len(headers) == 1  # retries do not repeat the header
-    # Given up: the chat is no longer held back by it.
+    sender.fail("paper", TransientSendError("timed out"), at=1)
     await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
-    assert len([e for e in sender.log if e[0] == "header"]) == 1
-    assert await last_pushed(c, chat) == MONDAY
+    assert sender.papers_to("100") == []
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert sender.papers_to("100") == ids and await statuses(c, chat) == [(ids[0], "sent")]
+
+
+async def test_a_header_that_fails_waits_for_its_backoff_and_holds_its_papers(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """Item 3: an ordinary error on a header (no rights) is not retried every minute forever."""
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV", timezone="UTC", push_time="09:00")
+    ids = add_papers(fake_arxiv, "20", ["A", "B"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+    start = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+
+    class NoRights(RecordingSender):
+        def _call(self, kind: str, chat: Chat) -> None:
+            super()._call(kind, chat)
+            raise PermanentSendError("Telegram refused the message: not enough rights to send text messages")
+
+    sender = NoRights()
+    for minute in range(0, 26 * 60, 1):
+        now = start + timedelta(minutes=minute)
+        await push_once(c, senders={Platform.TELEGRAM: sender}, clock=lambda now=now: now)
+    headers = sender._calls[("header", "100")]
+    # 15 min, then doubling to an hour: about 26 tries in 26 hours, not 1,560.
+    assert 20 <= headers <= 30
+    assert sender.log == []  # nothing went out
+    count, examples = await c.store.given_up()
+    # The header was given up after a day; then its papers are tried without it (and wait their own day).
+    assert count == 1 and examples[0].what == "header of 2024-05-06" and "not enough rights" in examples[0].error
+    assert sender._calls[("paper", "100")] >= 1
+    assert await statuses(c, chat) == [(ids[0], "pending"), (ids[1], "pending")]
+
+
+async def test_the_failure_log_and_quota_events_are_pruned(components: Components, fake_arxiv: FakeArxiv) -> None:
+    """Item 3: neither log grows for ever; a poll prunes both."""
+    c = components
+    now = datetime.now(UTC)
+    for days in (1, 6, 8, 30):
+        at = (now - timedelta(days=days)).isoformat(timespec="seconds")
+        await c.store.execute("INSERT INTO failures(at, kind, detail) VALUES (?,?,?)", (at, "push", f"{days} days ago"))
+        await c.store.execute("INSERT INTO quota_events(user_key, at) VALUES (?,?)", ("u", at))
+    await c.store.quota_add("u")
+
+    await Poller(c).run_once()
+
+    details = {d for _, _, d in await c.store.recent_failures(10)}
+    assert details == {"1 days ago", "6 days ago"}
+    assert await c.store.quota_used("u") == 1
+    row = await c.store.fetchone("SELECT COUNT(*) FROM quota_events")
+    assert row is not None and row[0] == 2  # the one of 36 hours ago is gone
 
 
 async def test_a_chat_that_blocked_the_bot_is_switched_off_and_keeps_its_topics(
@@ -477,3 +592,101 @@ async def test_trouble_with_one_chat_does_not_cut_the_others_short(
     monkeypatch.undo()
     await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
     assert len(sender.papers_to("100")) == 3 and len(sender.papers_to("200")) == 3
+
+
+async def test_a_crash_while_the_header_is_in_flight_repeats_only_the_header(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """Item 4: the header is in the ledger too; a crash repeats at most the message in flight."""
+    c = components
+    await subscribe(c, "100", "cat:cs.CV")
+    ids = add_papers(fake_arxiv, "20", ["A", "B"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+
+    class DiesAfterHeader(RecordingSender):
+        async def send_header(self, chat: Chat, title: str, day: date, count: int) -> None:
+            await super().send_header(chat, title, day, count)  # it reached the chat ...
+            raise Crash()  # ... and the process died before recording that
+
+    dying = DiesAfterHeader()
+    with pytest.raises(Crash):
+        await push_once(c, force=True, senders={Platform.TELEGRAM: dying})
+    restarted = RecordingSender()
+    await push_once(c, force=True, senders={Platform.TELEGRAM: restarted})
+    everything = dying.log + restarted.log
+    assert [k for k, *_ in everything] == ["header", "header", "paper", "paper"]  # the header twice, once per crash
+    await push_once(c, force=True, senders={Platform.TELEGRAM: restarted})
+    assert len(restarted.log) == 3
+
+
+async def test_a_failure_while_recording_a_failure_keeps_the_lock_until_every_chat_is_done(
+    components: Components, fake_arxiv: FakeArxiv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 5: the database fails as a chat's failure is recorded; push_once must not return (and
+    release the push lock) while another chat's sends are still running."""
+    c = components
+    await subscribe(c, "100", "cat:cs.CV")
+    await subscribe(c, "200", "cat:cs.CV")
+    ids = add_papers(fake_arxiv, "20", ["A", "B", "C"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+
+    class SlowFor200(RecordingSender):
+        async def send_paper(self, chat: Chat, summary: Summary, images: list[Path], why: object = None) -> None:
+            if chat.chat_id == "200":
+                await asyncio.sleep(0.05)
+            await super().send_paper(chat, summary, images)
+
+    sender = SlowFor200()
+    sender.fail("header", RuntimeError("boom"), chat="100")
+
+    async def record_failure(kind: str, detail: str) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(c.store, "record_failure", record_failure)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    # By the time the error came out, chat 200's push had finished.
+    assert sender.papers_to("200") == ids
+    chat200 = await c.store.get_chat(Platform.TELEGRAM, "200")
+    assert chat200 is not None and [s for _, s in await statuses(c, chat200)] == ["sent"] * 3
+
+
+async def test_a_row_claimed_by_another_pusher_is_not_sent_again(components: Components, fake_arxiv: FakeArxiv) -> None:
+    """Without the push lock (two pushers racing), the conditional claim lets one of them send a row."""
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV")
+    ids = add_papers(fake_arxiv, "20", ["A"])
+    await announce(c, fake_arxiv, MONDAY, ids)
+    await c.store.ledger_add(chat.id, [(ids[0], MONDAY, "cat:cs.CV")])  # type: ignore[arg-type]
+    (row,) = await c.store.ledger_open(chat.id)  # type: ignore[arg-type]
+    first, second = await asyncio.gather(c.store.ledger_claim([row.id]), c.store.ledger_claim([row.id]))
+    assert sorted([first, second]) == [[], [row.id]]
+
+
+async def test_a_chat_that_comes_back_gets_its_last_announcement_not_its_backlog(
+    components: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """Item 8: switched off for weeks, it writes again: the latest announcement's papers at most."""
+    c = components
+    chat = await subscribe(c, "100", "cat:cs.CV")
+    await subscribe(c, "200", "cat:cs.CV")  # keeps the topic polled while chat 100 is off
+    sender = RecordingSender()
+    monday = add_papers(fake_arxiv, "20", ["A", "B"])
+    await announce(c, fake_arxiv, MONDAY, monday)
+    sender.fail("header", ChatGone("Forbidden: bot was blocked by the user"))
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert not (await c.store.get_chat(Platform.TELEGRAM, "100")).active  # type: ignore[union-attr]
+    tuesday = add_papers(fake_arxiv, "30", ["C", "D"])
+    await announce(c, fake_arxiv, TUESDAY, tuesday)
+    wednesday = date(2024, 5, 8)
+    wed = add_papers(fake_arxiv, "40", ["E"])
+    await announce(c, fake_arxiv, wednesday, wed)
+
+    await c.store.ensure_chat(Chat(Platform.TELEGRAM, "100", ChatKind.PRIVATE))  # it writes again
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+
+    assert sender.papers_to("100") == wed
+    assert [e for e in sender.log if e[0] == "header" and e[1] == "100"] == [("header", "100", "cat:cs.CV — 2024-05-08: 1")]
+    # Its unsent rows from before are closed, not left pending for ever.
+    assert await c.store.count_pending_deliveries() == 0
+    assert await last_pushed(c, chat) == wednesday

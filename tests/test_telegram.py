@@ -25,7 +25,7 @@ from bot.buttons import BreakdownRef
 from bot.delivery import push_once
 from bot.config import load_settings
 from bot.models import Chat, ChatKind, Paper, Platform, Summary, SummaryContent
-from bot.sender import ChatGone, ChatMoved
+from bot.sender import ChatGone, ChatMoved, PermanentSendError, TransientSendError
 from bot.service import Service
 from bot.telegram_bot import ADMIN_ONLY, FAILED, TelegramSender, build_application
 from tests.conftest import env_for
@@ -484,3 +484,30 @@ async def test_failures_are_reported_and_the_token_never_logged(
     for record in caplog.records:
         assert TOKEN not in record.getMessage() and TOKEN not in (record.exc_text or "")
     assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "description", "expected"),
+    [
+        (400, "Bad Request: not enough rights to send text messages to the chat", PermanentSendError),
+        (502, "Bad Gateway", TransientSendError),
+        (500, "Internal Server Error", TransientSendError),
+    ],
+)
+async def test_push_errors_are_told_apart(bot: Bot, status: int, description: str, expected: type) -> None:
+    """The sender says whether a failed push message is worth retrying soon (issue 9, item 2 and 3)."""
+    chat = await bot.c.store.ensure_chat(Chat(Platform.TELEGRAM, "-100900", ChatKind.SUPERGROUP, "Quiet"))
+    bot.tg.fail("sendMessage", -100900, status, description)
+    with pytest.raises(expected) as err:
+        await TelegramSender(bot.app.bot, bot.c.buttons).send_header(chat, "cs.CV", date(2024, 5, 6), 1)
+    assert description.split(": ")[-1].lower() in str(err.value).lower()
+
+
+async def test_the_push_bot_sends_a_chats_messages_in_order(bot: Bot) -> None:
+    """`push_bot`'s paced limiter queues a chat's messages behind each other, in the order asked."""
+    from bot.telegram_bot import PacedRateLimiter, push_bot
+
+    async with push_bot(bot.c.settings, rate_limiter=PacedRateLimiter(scale=20)) as pusher:
+        await asyncio.gather(*(pusher.send_message(4242, f"message {i}") for i in range(4)))
+    calls = bot.tg.calls_to("sendMessage", 4242)
+    assert [c.params["text"] for c in calls] == [f"message {i}" for i in range(4)]

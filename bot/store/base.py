@@ -181,6 +181,13 @@ class StoreBase:
             async with self.db.execute(sql, tuple(params)) as cur:
                 return max(cur.rowcount, 0)
 
+    async def returning(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """One writing statement with RETURNING (atomic on its own); the rows it returned."""
+        conn = self._tx_conn()
+        async with contextlib.nullcontext() if conn is not None else self.backend.single():
+            async with self.db.execute(sql, tuple(params)) as cur:
+                return list(await cur.fetchall())
+
     async def get_meta(self, key: str) -> str | None:
         row = await self.fetchone("SELECT value FROM meta WHERE key=?", (key,))
         return row["value"] if row else None

@@ -40,25 +40,42 @@ class ChatStore(StoreBase):
     async def ensure_chat(self, chat: Chat) -> Chat:
         """Return the stored chat, creating it with `chat`'s settings when new.
 
-        A chat that writes again after blocking the bot is switched back on.
+        A chat that writes again after blocking the bot is switched back on. It then gets the
+        papers of the latest announcement at most, not the backlog of the weeks it was off: its
+        `backlog_from` is set to that announcement, and its unsent older rows are given up.
         """
-        await self.execute(
-            "INSERT INTO chats(platform, chat_id, kind, title, language, timezone, push_time, "
-            "max_papers, active, created_at) VALUES (?,?,?,?,?,?,?,?,1,?) "
-            "ON CONFLICT(platform, chat_id) DO UPDATE SET active=1, kind=excluded.kind, "
-            "title=CASE WHEN excluded.title='' THEN chats.title ELSE excluded.title END",
-            (
-                chat.platform,
-                chat.chat_id,
-                chat.kind,
-                chat.title,
-                chat.language,
-                chat.timezone,
-                chat.push_time,
-                chat.max_papers,
-                now_iso(),
-            ),
-        )
+        async with self.transaction() as db:
+            async with db.execute(
+                "SELECT id, active FROM chats WHERE platform=? AND chat_id=?", (chat.platform, chat.chat_id)
+            ) as cur:
+                before = await cur.fetchone()
+            await db.execute(
+                "INSERT INTO chats(platform, chat_id, kind, title, language, timezone, push_time, "
+                "max_papers, active, created_at) VALUES (?,?,?,?,?,?,?,?,1,?) "
+                "ON CONFLICT(platform, chat_id) DO UPDATE SET active=1, kind=excluded.kind, "
+                "title=CASE WHEN excluded.title='' THEN chats.title ELSE excluded.title END",
+                (
+                    chat.platform,
+                    chat.chat_id,
+                    chat.kind,
+                    chat.title,
+                    chat.language,
+                    chat.timezone,
+                    chat.push_time,
+                    chat.max_papers,
+                    now_iso(),
+                ),
+            )
+            if before is not None and not before["active"]:
+                async with db.execute("SELECT value FROM meta WHERE key='last_announcement'") as cur:
+                    latest = await cur.fetchone()
+                if latest is not None:
+                    await db.execute("UPDATE chats SET backlog_from=? WHERE id=?", (latest[0], before["id"]))
+                    await db.execute(
+                        "UPDATE deliveries SET status='given_up', error='the chat was switched off' "
+                        "WHERE chat_pk=? AND announced<? AND status IN ('pending','sending')",
+                        (before["id"], latest[0]),
+                    )
         stored = await self.get_chat(chat.platform, chat.chat_id)
         assert stored is not None
         return stored

@@ -55,21 +55,3 @@ class ClaimStore(StoreBase):
     async def release_summary_claim(self, key: SummaryKey, owner: str) -> None:
         """Drop `owner`'s claim on `key` (another owner's, taken over meanwhile, stays)."""
         await self.execute(f"DELETE FROM summary_claims WHERE {_KEY_WHERE} AND owner=?", (*key, owner))
-
-    async def ledger_claim(self, ids: list[int]) -> list[int]:
-        """Move these ledger rows from `pending` to `sending` (one more attempt each) for the caller.
-
-        Returns the ids this call moved, in the order given; a row another process claimed first
-        (or that is not pending) is left out, so two pushers never send the same row.
-        """
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        async with self.transaction() as db:
-            async with db.execute(
-                f"UPDATE deliveries SET status=?, attempts=attempts+1 WHERE id IN ({marks}) AND status=? RETURNING id",
-                (DeliveryStatus.SENDING, *ids, DeliveryStatus.PENDING),
-            ) as cur:
-                rows = await cur.fetchall()
-        got = {int(r[0]) for r in rows}
-        return [i for i in ids if i in got]

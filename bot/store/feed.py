@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from bot.models import Chat, Delivery, DeliveryStatus, Paper
@@ -29,7 +29,16 @@ def _delivery(row: Any) -> Delivery:
         status=DeliveryStatus(row["status"]),
         topic_query=row["topic_query"],
         attempts=row["attempts"],
+        next_attempt_at=_time(row["next_attempt_at"]),
+        first_failed_at=_time(row["first_failed_at"]),
     )
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+_DELIVERY_COLS = "id, chat_pk, arxiv_id, announced, status, topic_query, attempts, next_attempt_at, first_failed_at"
 
 
 class FeedStore(StoreBase):
@@ -108,9 +117,17 @@ class FeedStore(StoreBase):
         ]
 
     async def set_last_pushed(self, chat_pk: int, day: date) -> None:
+        """Mark the push of `day` done, unless a match for the chat arrived meanwhile (a poll
+        running beside the push stored a paper the API was late with): then it stays due.
+        One statement, so a poll's `record_late` lands either before it (and this does nothing)
+        or after it (and makes the chat due again)."""
         await self.execute(
-            "UPDATE chats SET last_pushed=? WHERE id=? AND (last_pushed IS NULL OR last_pushed<?)",
-            (day.isoformat(), chat_pk, day.isoformat()),
+            "UPDATE chats SET last_pushed=? WHERE id=? AND (last_pushed IS NULL OR last_pushed<?) "
+            "AND NOT EXISTS (SELECT 1 FROM subscriptions s JOIN matches m ON m.topic_id=s.topic_id "
+            "WHERE s.chat_pk=chats.id AND m.announced<=? AND (s.since IS NULL OR m.announced>=s.since) "
+            "AND (chats.backlog_from IS NULL OR m.announced>=chats.backlog_from) "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.chat_pk=s.chat_pk AND d.arxiv_id=m.arxiv_id))",
+            (day.isoformat(), chat_pk, day.isoformat(), day.isoformat()),
         )
 
     async def unledgered_matches(self, chat_pk: int, latest: date) -> list[tuple[str, date, str]]:
@@ -119,7 +136,9 @@ class FeedStore(StoreBase):
         rows = await self.fetchall(
             "SELECT m.arxiv_id, m.announced, t.query FROM subscriptions s "
             "JOIN matches m ON m.topic_id=s.topic_id JOIN topics t ON t.id=s.topic_id "
+            "JOIN chats c ON c.id=s.chat_pk "
             "WHERE s.chat_pk=? AND m.announced<=? AND (s.since IS NULL OR m.announced>=s.since) "
+            "AND (c.backlog_from IS NULL OR m.announced>=c.backlog_from) "
             "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.chat_pk=s.chat_pk AND d.arxiv_id=m.arxiv_id) "
             "ORDER BY m.announced, m.arxiv_id, t.query",
             (chat_pk, latest.isoformat()),
@@ -156,7 +175,7 @@ class FeedStore(StoreBase):
     async def ledger_open(self, chat_pk: int) -> list[Delivery]:
         """The chat's rows not sent yet (pending, or left `sending` by a crash), in push order."""
         rows = await self.fetchall(
-            "SELECT id, chat_pk, arxiv_id, announced, status, topic_query, attempts FROM deliveries "
+            f"SELECT {_DELIVERY_COLS} FROM deliveries "
             "WHERE chat_pk=? AND status IN (?,?) ORDER BY announced, arxiv_id",
             (chat_pk, DeliveryStatus.PENDING, DeliveryStatus.SENDING),
         )
@@ -185,8 +204,7 @@ class FeedStore(StoreBase):
 
     async def ledger_rows(self, chat_pk: int) -> list[Delivery]:
         rows = await self.fetchall(
-            "SELECT id, chat_pk, arxiv_id, announced, status, topic_query, attempts FROM deliveries "
-            "WHERE chat_pk=? ORDER BY announced, arxiv_id",
+            f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE chat_pk=? ORDER BY announced, arxiv_id",
             (chat_pk,),
         )
         return [_delivery(r) for r in rows]

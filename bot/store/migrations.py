@@ -131,6 +131,51 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        3,
+        "delivery backoff and given-up rows, header ledger, papers awaiting the API, last listings, returning chats",
+        """
+        -- A failed send is tried again at next_attempt_at (ISO UTC), and given up a day after first_failed_at.
+        ALTER TABLE deliveries ADD COLUMN next_attempt_at TEXT;
+        ALTER TABLE deliveries ADD COLUMN first_failed_at TEXT;
+
+        -- A push's header is a message like the papers': written before it is sent, marked after.
+        CREATE TABLE push_headers (
+            id              INTEGER PRIMARY KEY,
+            chat_pk         INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+            announced       TEXT NOT NULL,
+            status          TEXT NOT NULL,
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT,
+            first_failed_at TEXT,
+            error           TEXT,
+            created_at      TEXT NOT NULL,
+            sent_at         TEXT,
+            UNIQUE (chat_pk, announced)
+        );
+
+        -- Papers a listing announced that the export API did not return yet (arXiv's lag).
+        CREATE TABLE pending_papers (
+            arxiv_id   TEXT PRIMARY KEY,
+            announced  TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            topics     TEXT NOT NULL              -- JSON list of the topic ids it matched
+        );
+
+        -- Each feed's last announcement as listed, for topics subscribed on days without one.
+        CREATE TABLE listing_items (
+            feed      TEXT NOT NULL,
+            announced TEXT NOT NULL,
+            arxiv_id  TEXT NOT NULL,
+            item      TEXT NOT NULL,              -- JSON of the ListingItem
+            PRIMARY KEY (feed, arxiv_id)
+        );
+
+        -- A chat switched back on gets matches from this announcement on, not its whole backlog.
+        ALTER TABLE chats ADD COLUMN backlog_from TEXT;
+        CREATE INDEX failures_at ON failures(at);
+        """,
+    ),
+    (
         4,
         "summaries: made again once the paper's text comes; a fallback's stand-in mark",
         """

@@ -114,6 +114,9 @@ class FakeArxiv:
         self.unknown_feeds: set[str] = set()  # feed names the listing service answers with HTTP 400
         self._failures: list[tuple[str | None, int]] = []  # (endpoint or None for any, status)
         self._delays: list[tuple[str | None, float]] = []
+        # arXiv's API lags its listing: ids listed here are unknown to the API (not to the listing).
+        self.lagging: set[str] = set()
+        self._garbled: list[str] = []  # bad 200 answers the API gives next: "empty", "blank", "html"
         self.listing_day = date(2024, 5, 6)  # the announcement date of feeds nobody set
         # arXiv's date ranges are coarse; a slack makes the fake return neighbours of the range too.
         self.date_slack = timedelta(0)
@@ -251,6 +254,13 @@ class FakeArxiv:
         with self._lock:
             self._failures += [(endpoint, status)] * n
 
+    def garble_next(self, kind: str, n: int = 1) -> None:
+        """Answer the next n API requests with HTTP 200 and a bad body, as arXiv sometimes does:
+        "empty" (a well-formed feed without entries), "blank" (no body) or "html" (an error page)."""
+        assert kind in ("empty", "blank", "html"), kind
+        with self._lock:
+            self._garbled += [kind] * n
+
     def delay_next(self, seconds: float, n: int = 1, endpoint: str | None = None) -> None:
         """Hold the next n requests for `seconds` before answering (to trip client timeouts)."""
         with self._lock:
@@ -283,6 +293,17 @@ class FakeArxiv:
 
     async def _api(self, request: web.Request) -> web.Response:
         q = request.query
+        with self._lock:
+            garbled = self._garbled.pop(0) if self._garbled else None
+        if garbled == "empty":
+            return _atom(self._feed(request, [], 0, 0, int(q.get("max_results", "10"))))
+        if garbled == "blank":
+            return web.Response(body=b"", content_type="application/atom+xml")
+        if garbled == "html":
+            return web.Response(
+                text="<html><head><title>arXiv</title></head><body>Service temporarily unavailable</body></html>",
+                content_type="text/html",
+            )
         start, max_results = int(q.get("start", "0")), int(q.get("max_results", "10"))
         ids = [i.strip() for i in q.get("id_list", "").split(",") if i.strip()]
         for aid in ids:
@@ -294,7 +315,9 @@ class FakeArxiv:
             return web.Response(status=400, text=f"bad search_query: {exc}\n")
         with self._lock:
             if ids:
-                found = [p for p in (self._lookup(i) for i in ids) if p is not None]
+                found = [
+                    p for p in (self._lookup(i) for i in ids) if p is not None and p.arxiv_id not in self.lagging
+                ]
             else:
                 found = [versions[-1] for versions in self._papers.values()] if matches else []
         if matches is not None:
