@@ -36,6 +36,21 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def url_password(url: str | None) -> str | None:
+    """The password of a URL's userinfo (`https://user:password@host/...`), None when it has none.
+
+    Proxies and PostgreSQL URLs carry secrets there; libraries (openai, httpx) log request URLs
+    with it at DEBUG, so it is redacted like an API key.
+    """
+    if not url or "@" not in url:
+        return None
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return password or None
+
+
 def parse_hhmm(value: str) -> tuple[int, int]:
     """'09:00' -> (9, 0); raises ValueError with a hint for anything else."""
     m = _HHMM.match(value.strip())
@@ -166,6 +181,14 @@ class Settings(BaseSettings):
         if self.openai_api_key is not None or self.openai_base_url is not None:
             return "openai"
         return "extractive"
+
+    def secret_values(self) -> list[str]:
+        """Every secret among the settings, for log redaction: tokens, keys and URL passwords."""
+        keys = [self.telegram_bot_token, self.discord_bot_token, self.gemini_api_key, self.openai_api_key]
+        urls = [self.telegram_api_base_url, self.gemini_base_url, self.openai_base_url, str(self.db_path)]
+        return [k.get_secret_value() for k in keys if k is not None] + [
+            p for p in map(url_password, urls) if p is not None
+        ]
 
     @property
     def use_gemini(self) -> bool:

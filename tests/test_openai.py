@@ -540,3 +540,22 @@ def test_cli_key_never_in_debug_logs(tmp_path: Path, fake_arxiv, fake_openai: Fa
     assert fake_openai.auth == [f"Bearer {KEY}"]
     assert "DEBUG" in refused.stderr and "chat/completions" in refused.stderr
     assert KEY not in refused.stderr and KEY not in refused.stdout
+
+
+def test_a_password_in_the_base_urls_userinfo_never_reaches_logs_errors_or_status(
+    tmp_path: Path, fake_arxiv, fake_openai: FakeOpenAI
+) -> None:
+    """A proxy URL `http://user:password@host/v1`: the openai SDK logs request URLs at DEBUG."""
+    from tests.fakes.arxiv import SEED_ID
+    from tests.test_cli import paperbot
+
+    password = "pw-SECRET-4f2a9c"
+    env = _env(tmp_path, fake_arxiv, fake_openai, LOG_LEVEL="DEBUG")
+    env["OPENAI_BASE_URL"] = env["OPENAI_BASE_URL"].replace("http://", f"http://proxyuser:{password}@")
+    fake_openai.script(FakeOpenAI.error(400, f"proxy refused proxyuser:{password}"))
+    refused = paperbot(tmp_path, env, "summary", SEED_ID, "--format", "json")
+    assert refused.returncode == 0, refused.stderr
+    assert "chat/completions" in refused.stderr and "proxy refused proxyuser:***" in refused.stderr
+    shown = paperbot(tmp_path, env, "status")
+    for out in (refused.stdout, refused.stderr, shown.stdout, shown.stderr):
+        assert password not in out

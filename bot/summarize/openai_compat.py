@@ -29,7 +29,7 @@ import httpx
 import openai
 from pydantic import BaseModel, SecretStr
 
-from bot.config import is_loopback_url
+from bot.config import is_loopback_url, url_password
 from bot.summarize.base import Completion, SummarizerError, TransientLLMError, Usage
 from bot.summarize.llm import LlmSummarizer, UsageHook
 
@@ -124,6 +124,8 @@ class OpenAIModel:
         self.model_key = f"openai:{model}"
         self.temperature = temperature
         self._secret = api_key.get_secret_value() if api_key is not None else ""
+        # A proxy's password in the URL's userinfo is as secret as the key.
+        self._secrets = [x for x in (self._secret, url_password(base_url)) if x]
         self._host = urlsplit(base_url).netloc.rpartition("@")[2]  # never a user:password@ part
         self._json_schema = True  # until the server refuses it
         if urlsplit(base_url).scheme == "http" and not is_loopback_url(base_url):
@@ -224,7 +226,9 @@ class OpenAIModel:
         return self._redact(f"{head}: {message}")[:500]
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def aclose(self) -> None:
         await self._client.close()
