@@ -130,18 +130,26 @@ def verify_quotes(quotes: Sequence[str | None], text: PaperText) -> list[Evidenc
 # --- numbers ----------------------------------------------------------------------------------
 
 # A number as written: optional minus, digits with thousands separators or a decimal part (or a
-# bare ".5"), an optional scale suffix (k, M, B) and an optional percent or times sign; a range
-# is two of them joined by a dash or "to" written as "-", "–", "—", "~".
+# bare ".5"), an optional scale suffix (k, M, B; 万 and 亿 in Chinese) and an optional percent or
+# times sign ("×", "x", "倍"); a range is two of them joined by a dash or "to" written as "-", "–",
+# "—", "~".
 _NUM = r"(?:\d{1,3}(?:,\d{3})+(?![\d])|\d+(?:\.\d+)?|\.\d+)"
+_SCALE = r"(?:[kKMB](?![A-Za-z])|[万萬亿億])"
+_UNIT = r"(?:\s?%|\s?[×x](?![A-Za-z])|倍)"
+# Chinese, Japanese and Korean text writes a number right against the characters around it
+# ("准确率为97.3%"), and every CJK character is a word character to `re`: only a Latin (Greek,
+# Cyrillic...) letter or a digit glued in front makes a name such as "GPT4" instead of a number.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _NUMBER = re.compile(
-    rf"(?<![\w.])(?P<sign>[-−–]?)(?P<num>{_NUM})(?:\s?(?P<scale>[kKMB])(?![A-Za-z]))?"
-    rf"(?P<unit>\s?%|\s?[×x](?![A-Za-z]))?"
-    rf"(?:\s?(?P<dash>[-–—~])\s?(?P<num2>{_NUM})(?:\s?(?P<scale2>[kKMB])(?![A-Za-z]))?(?P<unit2>\s?%|\s?[×x](?![A-Za-z]))?)?"
+    rf"(?<![^\W{_CJK}]|\.)(?P<sign>[-−–]?)(?P<num>{_NUM})(?:\s?(?P<scale>{_SCALE}))?"
+    rf"(?P<unit>{_UNIT})?"
+    rf"(?:\s?(?P<dash>[-–—~])\s?(?P<num2>{_NUM})(?:\s?(?P<scale2>{_SCALE}))?(?P<unit2>{_UNIT})?)?"
 )
 # In the paper's text every run of digits counts, however it is glued to letters ("ResNet-50",
 # "F1", "Table 3a"): a summary that writes "ResNet-50" then finds its 50.
-_TEXT_NUMBER = re.compile(rf"(?P<num>{_NUM})(?:\s?(?P<scale>[kKMB])(?![a-z]))?")
-_SCALES = {"k": 1000, "K": 1000, "M": 1_000_000, "B": 1_000_000_000}
+_TEXT_NUMBER = re.compile(rf"(?P<num>{_NUM})(?:\s?(?P<scale>[kKMB](?![a-z])|[万萬亿億]))?")
+_SCALES = {"k": 1000, "K": 1000, "M": 1_000_000, "B": 1_000_000_000, "万": 10_000, "萬": 10_000,
+           "亿": 100_000_000, "億": 100_000_000}
 _DIGIT = re.compile(r"\d")
 
 

@@ -280,6 +280,26 @@ def test_words_with_digits_are_not_numbers_of_the_summary() -> None:
     assert unsupported_numbers(["F1 and L2 regularization, 42 runs"], "nothing here") == ["42"]
 
 
+@pytest.mark.parametrize(
+    ("written", "paper", "flagged"),
+    [
+        # Chinese and Japanese write numbers against the characters around them: no space, and
+        # every CJK character is a word character to `re`.
+        ("该方法准确率为97.3%，比基线高12倍", "accuracy of 97.3% and a 12x gain", []),
+        ("该方法准确率为97.8%，比基线高15倍", "accuracy of 97.3% and a 12x gain", ["97.8%", "15倍"]),
+        ("モデルは97.3%の精度を達成", "reaches 97.3%", []),
+        ("モデルは98.1%の精度を達成", "reaches 97.3%", ["98.1%"]),
+        ("使用了1.5万张图像", "we use 15,000 images", []),
+        ("使用了2万张图像", "we use 15,000 images", ["2万"]),
+        ("参数量为7亿", "a model of 700M parameters", []),
+        # Latin words glued to digits stay names, as in English text.
+        ("基于ResNet50和GPT4", "nothing", []),
+    ],
+)
+def test_numbers_of_a_chinese_or_japanese_summary_are_checked(written: str, paper: str, flagged: list[str]) -> None:
+    assert unsupported_numbers([written], paper) == flagged
+
+
 def test_stored_json_without_evidence_loads_as_unverified() -> None:
     stored = content_to_dict(TF_FAITHFUL)
     del stored["evidence"], stored["unsupported_numbers"]
