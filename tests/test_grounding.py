@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -412,3 +413,35 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def _garbled(text: str, every: int) -> str:
+    """`text` with one character in `every` dropped: extraction noise that defeats an exact find."""
+    return "".join(ch for i, ch in enumerate(text) if i % every != every // 2)
+
+
+def test_a_long_quote_is_checked_fast_and_right() -> None:
+    """A hostile model's 10,000-character quote against a 500 KB text: partial_ratio alone took 40 s."""
+    rng = random.Random(7)
+    words = tableformer_text().split()
+    pages = ["\f".join(" ".join(rng.choice(words) for _ in range(4500)) for _ in range(20))]
+    text = PaperText.of(TABLEFORMER, pages[0])
+    assert len(text.joined) > 500_000
+    inside = text.joined[300_000:310_000]  # 10,000 characters, then garbled to 9,950
+    made_up = " ".join(rng.choice(words) for _ in range(1500))[:10_000]
+    started = time.perf_counter()
+    near = find_quote(_garbled(inside, 200), text)
+    far = find_quote(made_up, text)
+    short = find_quote(_garbled(text.joined[123_456:124_056], 100), text)
+    elapsed = time.perf_counter() - started
+    assert near.found and near.score >= MATCH_THRESHOLD and near.page is not None
+    assert short.found
+    assert not far.found and far.score < MATCH_THRESHOLD
+    assert elapsed < 3.0, elapsed
+
+
+def test_a_quote_running_past_the_end_of_the_text_is_not_found() -> None:
+    text = PaperText.of(TABLEFORMER, tableformer_text())
+    tail = text.joined[-1000:] + " " + " ".join(["and then the paper goes on about something else"] * 40)
+    assert not find_quote(tail, text).found
+    assert find_quote(_garbled(text.joined[-1000:], 150), text).found
