@@ -6,6 +6,7 @@ which topic matched and which of its terms.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
@@ -203,3 +204,52 @@ def test_sources_and_marks_are_escaped_and_within_limits() -> None:
     assert "(2) ⚠ not found in the paper: “<i>made up</i> & more words here”" in text
     assert "(3) ⚠ not found in the paper: no passage given" in text
     assert all(len(c) <= 2000 for c in breakdown_chunks(summary))
+
+
+def _long_matching_queries(n: int) -> list[str]:
+    """Queries of many long phrases of the seed paper's abstract (all matching), each starting with an
+    alternative full of characters that HTML escaping lengthens fivefold."""
+    words = re.sub(r"[^\w\s-]", " ", SEED_ABSTRACT).split()
+    phrases = [" ".join(words[i : i + 10]) for i in range(0, 80, 10)]
+    return [
+        f'(ti:"{"<&> " * 40}{k}" OR cat:cs.CV) AND ' + " AND ".join(f'abs:"{p}"' for p in phrases)
+        for k in range(n)
+    ]
+
+
+async def test_a_post_matched_by_long_topics_still_fits_and_names_the_topic(components: Components) -> None:
+    """Three matching topics with long queries and long matched terms: the why-it-matched block alone
+    outgrew a message, and the post could not be rendered at all (so the paper never arrived)."""
+    c = components
+    with FakeTelegram() as tg:
+        from telegram.ext import ExtBot
+
+        async with ExtBot(TOKEN, base_url=f"{tg.url}/bot", base_file_url=f"{tg.url}/file/bot") as bot:
+            chat = await c.store.ensure_chat(Chat(Platform.TELEGRAM, str(ALICE["id"]), ChatKind.PRIVATE))
+            paper = await Service(c).find_paper(SEED_ID)
+            topics = [(await c.store.add_topic(chat.id, q))[0] for q in _long_matching_queries(3)]  # type: ignore[arg-type]
+            await c.store.add_matches([(t.id, paper.arxiv_id, date(2024, 5, 6)) for t in topics])
+            await c.store.set_meta("last_announcement", "2024-05-06")
+            report = await push_once(c, force=True, senders={Platform.TELEGRAM: TelegramSender(bot, c.store)})
+            assert report.papers == 1
+            [card] = [call for call in tg.calls_to("sendMessage", ALICE["id"]) if "reply_markup" in call.params]
+            text = parse_html(card.params["text"])  # the fake refuses a text over 4096 or bad HTML
+            assert f"🔎 Matched topic: #{topics[0].id} " in text
+            assert "Key Takeaways" in text  # the takeaways stay; the why block says less
+
+
+def test_why_it_matched_fits_a_caption_and_a_discord_field() -> None:
+    from bot.models import MatchReason
+    from bot.render.discord import FIELD_VALUE_LIMIT, paper_embed
+    from bot.render.telegram import caption_html
+    from tests.test_render import make_summary
+
+    doc = MatchDoc("x", SEED_ABSTRACT, ("A",), ("cs.CV",))
+    why = [MatchReason(i + 1, q, tuple(matched_terms(parse_query(q), doc)))
+           for i, q in enumerate(_long_matching_queries(3))]
+    summary = make_summary()
+    caption = caption_html(summary, why)
+    assert len(caption) <= 1024 and "🔎 Matched topic: #1 " in parse_html(caption)
+    [field] = [f for f in paper_embed(summary, why)["fields"] if f["name"] == "Matched topic"]
+    assert len(field["value"]) <= FIELD_VALUE_LIMIT and field["value"].startswith("🔎 #1 `")
+    assert field["value"].count("**") % 2 == 0  # never cut inside the bold of a term

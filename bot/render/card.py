@@ -174,6 +174,32 @@ def unsupported_note(summary: Summary, labels: Labels) -> str | None:
     return labels.unsupported_numbers.format(numbers=labels.list_sep.join(numbers)) if numbers else None
 
 
+WHY_TOPICS = 3  # topics named on a post
+WHY_TERMS = 8  # matched terms named per topic
+WHY_TERM_CHARS = 60
+WHY_QUERY_CHARS = 300
+
+
+def why_shown(why: Sequence[MatchReason]) -> tuple[MatchReason, ...]:
+    """What a post shows of why it matched: WHY_TOPICS topics, each with WHY_TERMS terms, clipped."""
+    return tuple(
+        MatchReason(w.topic_id, clip(one_line(w.query), WHY_QUERY_CHARS),
+                    tuple(clip(one_line(t), WHY_TERM_CHARS) for t in w.terms[:WHY_TERMS]))
+        for w in why[:WHY_TOPICS]
+    )
+
+
+def why_variants(why: Sequence[MatchReason]) -> list[tuple[MatchReason, ...]]:
+    """Ever shorter ways to say why a post matched, for a post that is too long: all of it; the
+    first topic with its terms; the first topic's id and the start of its query. SPEC wants the
+    topic (id and query) named on every pushed post, so the last one is never dropped."""
+    shown = why_shown(why)
+    if not shown:
+        return [()]
+    first = shown[0]
+    return [shown, (first,), (MatchReason(first.topic_id, clip(first.query, 80)),)]
+
+
 def build_card(summary: Summary, why: Sequence[MatchReason] = ()) -> PaperCard:
     p, c = summary.paper, summary.content
     lb = labels_for(summary.language)
@@ -230,7 +256,7 @@ def build_card(summary: Summary, why: Sequence[MatchReason] = ()) -> PaperCard:
         notice=" ".join(notice_lines(lb, [summary.generated_by])),
         extractive=summary.is_extractive,
         unsupported_note=unsupported_note(summary, lb),
-        why=tuple(why),
+        why=why_shown(why),
     )
 
 
