@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -91,9 +92,22 @@ class Answer:
         }
 
 
+def clean_question(question: str) -> str:
+    """The question as asked, without invisible format characters (zero-width spaces and joiners,
+    BOMs, direction marks: Unicode category Cf, which str.split() keeps) and with single spaces;
+    empty when nothing visible was asked."""
+    return " ".join("".join(ch for ch in question if unicodedata.category(ch) != "Cf").split())
+
+
+# Apostrophes and quotation marks as keyboards and phones type them, one of each for the key.
+_QUOTE_MARKS = dict.fromkeys(map(ord, "‘’‚‛′`´"), "'") | dict.fromkeys(map(ord, "“”„‟″«»"), '"')
+
+
 def normalize_question(question: str) -> str:
-    """The cache's key for a question: case, spacing and the final punctuation do not matter."""
-    return " ".join(question.casefold().split()).rstrip(" ?？!！.。")
+    """The cache's key for a question: case, spacing, invisible characters, full-width forms
+    (NFKC), curly vs straight quotes and the final punctuation do not matter."""
+    text = unicodedata.normalize("NFKC", clean_question(question)).translate(_QUOTE_MARKS)
+    return " ".join(text.casefold().split()).rstrip(" ?？!！.。")
 
 
 _WORDS = re.compile(r"\w+")

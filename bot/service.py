@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.app import Components
 from bot.arxiv_source import ArxivUnavailable, PaperNotFound
-from bot.ask import MAX_QUESTION_CHARS, Answer, Asker
+from bot.ask import MAX_QUESTION_CHARS, Answer, Asker, clean_question
 from bot.config import check_timezone, parse_hhmm
 from bot.ids import BadArxivId, parse_arxiv_id
 from bot.models import Chat, Paper, Summary, Topic
@@ -155,7 +155,7 @@ class Service:
         A cached answer is free; a new one counts against the user's quota (shared with /summary).
         Raises UserError for an empty question or a paper arXiv does not know.
         """
-        question = " ".join(question.split())
+        question = clean_question(question)
         if not question:
             raise UserError(f"Ask a question about the paper, {ASK_EXAMPLE}")
         if len(question) > MAX_QUESTION_CHARS:

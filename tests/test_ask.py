@@ -281,3 +281,29 @@ async def test_a_paper_without_pdf_text_is_answered_from_its_abstract_and_says_s
     assert "The paper's full text is not available yet; this rests on its title and abstract only." in text
     assert "“A paper with no PDF yet." in text or "(abstract)" in text
     assert "not found in the paper" not in text
+
+
+async def test_a_question_of_invisible_characters_is_empty_and_costs_nothing(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """Zero-width spaces, word joiners and BOMs are not whitespace to str.split(): such a question
+    reached the LLM and was charged."""
+    chat = gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} \u200b\u2060 \ufeff\u200d", ALICE)
+    [reply] = await reply_to(gbot, qid, chat)
+    assert parse_html(reply.params["text"]).startswith("Ask a question about the paper, e.g. /ask 2405.01872")
+    assert fake_gemini.calls == 0
+    assert await gbot.c.store.quota_used(f"telegram:{ALICE['id']}") == 0
+
+
+async def test_the_same_question_in_other_typography_is_the_cached_one(gbot: Bot, fake_gemini: FakeGemini) -> None:
+    chat = gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} What’s the main result?", ALICE)
+    [first] = await reply_to(gbot, qid, chat)
+    # Full-width letters and question mark (a Chinese keyboard), a curly vs straight apostrophe, a
+    # zero-width space pasted along: the same question, so the same answer, free.
+    qid = ask(gbot, chat, f"/ask {SEED_ID} \u200bＷhat's the main\u00a0result？", ALICE)
+    [again] = await reply_to(gbot, qid, chat)
+    assert parse_html(again.params["text"]) == parse_html(first.params["text"])
+    assert fake_gemini.calls == 1
+    assert await gbot.c.store.quota_used(f"telegram:{ALICE['id']}") == 1
