@@ -191,8 +191,27 @@ def _values(num: str, scale: str | None) -> set[Decimal]:
     return out
 
 
+# Scientific notation is one number: "1e-4", "2×10^-5", "10^{6}" (and "10⁻⁴", made "10^-4" first).
+_DEC = r"\d+(?:\.\d+)?"
+_SCI = re.compile(
+    rf"(?<![^\W{_CJK}]|\.)(?:(?:(?P<m>{_DEC})\s?[×x·*]\s?)?10\s?\^\s?\{{?\s?(?P<e>[-−+]?\d{{1,3}})\s?\}}?"
+    rf"|(?P<m2>{_DEC})[eE](?P<e2>[-−+]?\d{{1,3}})(?![\w.]))"
+)
+# In a PDF's text a superscript exponent lands on the line: 10^{-4} is "10−4", 1.5 × 10^6 is "1.5 × 106".
+_LOST_NEGATIVE = re.compile(rf"(?:(?P<m>{_DEC})\s?[×x·]\s?)?(?<!\d)10\s?[-−](?P<e>\d{{1,2}})(?!\d)")
+_LOST_POSITIVE = re.compile(rf"(?P<m>{_DEC})\s?[×x·]\s?10(?P<e>\d{{1,2}})(?!\d)")
+_SUPERSCRIPT = re.compile("10([⁺⁻]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)")
+_FROM_SUPERSCRIPT = str.maketrans("⁺⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "+-0123456789")
+
+
+def _sci_value(mantissa: str | None, exponent: str, sign: str = "") -> Decimal:
+    e = int(sign + exponent.replace("−", "-").lstrip("+"))
+    return Decimal(mantissa or "1").scaleb(e).normalize()
+
+
 def paper_numbers(text: str) -> set[Decimal]:
-    """Every number in the paper's text, by value (signs dropped, "1.5k" also as 1500)."""
+    """Every number in the paper's text, by value (signs dropped, "1.5k" also as 1500, "1e-4" and
+    "10−4", a superscript that extraction flattened, also as 0.0001)."""
     # A thousands separator is sometimes a thin space in print: "12 345" (before NFKC makes it a space).
     text = re.sub(r"(?<=\d)[\u2009\u202f](?=\d{3}\b)", "", text)
     text = unicodedata.normalize("NFKC", text)
@@ -202,23 +221,35 @@ def paper_numbers(text: str) -> set[Decimal]:
         if "," in m["num"]:  # "1,2" in a list is two numbers, not one thousand and two
             for part in m["num"].split(","):
                 found |= _values(part, None)
+    for m in _SCI.finditer(text):
+        found.add(_sci_value(m["m"], m["e"]) if m["e"] else _sci_value(m["m2"], m["e2"]))
+    for m in _LOST_NEGATIVE.finditer(text):
+        found.add(_sci_value(m["m"], m["e"], "-"))
+    for m in _LOST_POSITIVE.finditer(text):
+        found.add(_sci_value(m["m"], m["e"]))
     return found
 
 
 def numbers_in(text: str) -> list[tuple[str, list[set[Decimal]]]]:
     """The numbers written with digits in a summary's text: (as written, the values of each end).
 
-    A range "10-20" is one item with two ends; "97.3%" is one end with the value 97.3.
+    A range "10-20" is one item with two ends; "97.3%" is one end with the value 97.3; "1e-4" and
+    "2×10^-5" are one number each.
     """
+    text = _SUPERSCRIPT.sub(lambda m: "10^" + m[1].translate(_FROM_SUPERSCRIPT), text)
     text = unicodedata.normalize("NFKC", text)
-    items = []
-    for m in _NUMBER.finditer(text):
+    found: list[tuple[int, str, list[set[Decimal]]]] = []
+    for m in _SCI.finditer(text):
+        value = _sci_value(m["m"], m["e"]) if m["e"] else _sci_value(m["m2"], m["e2"])
+        found.append((m.start(), m.group(0).strip(), [{value}]))
+    # The rest, with the scientific ones blanked out so that their digits are not numbers again.
+    rest = _SCI.sub(lambda m: " " * len(m.group(0)), text)
+    for m in _NUMBER.finditer(rest):
         ends = [_values(m["num"], m["scale"])]
         if m["num2"]:
             ends.append(_values(m["num2"], m["scale2"]))
-        written = m.group(0).strip()
-        items.append((written, ends))
-    return items
+        found.append((m.start(), m.group(0).strip(), ends))
+    return [(written, ends) for _, written, ends in sorted(found, key=lambda f: f[0])]
 
 
 def unsupported_numbers(texts: Iterable[str], paper_text: str) -> list[str]:

@@ -284,6 +284,30 @@ def test_words_with_digits_are_not_numbers_of_the_summary() -> None:
 @pytest.mark.parametrize(
     ("written", "paper", "flagged"),
     [
+        # A learning rate is one number, not a 1 and a 4 that any paper holds.
+        ("a learning rate of 1e-4", "a learning rate of 1e-5 with 4 layers on 1 GPU", ["1e-4"]),
+        ("a learning rate of 3e-4", "we use 1e-4 and 3 seeds", ["3e-4"]),
+        ("a learning rate of 1e-4", "a learning rate of 0.0001", []),
+        ("a learning rate of 0.0001", "a learning rate of 1e-4", []),
+        ("a learning rate of 1E−4", "a learning rate of 1e-4", []),
+        # PDF extraction loses superscripts: 10^{-4} arrives as "10−4" or "10-4".
+        ("a learning rate of 1e-4", "a learning rate of 10−4", []),
+        ("a learning rate of 10^-4", "a learning rate of 10-4", []),
+        ("a learning rate of 10⁻⁴", "a learning rate of 10−4", []),
+        ("a learning rate of 2×10^-5", "a learning rate of 2 × 10−5", []),
+        ("a learning rate of 2×10^-5", "a learning rate of 3 × 10−5 and 2 runs", ["2×10^-5"]),
+        ("10^6 samples", "1,000,000 samples", []),
+        ("10^{6} samples", "1.5 × 106 samples", ["10^{6}"]),
+        ("1.5×10^6 samples", "1.5 × 106 samples", []),
+    ],
+)
+def test_numbers_in_scientific_notation_are_one_number(written: str, paper: str, flagged: list[str]) -> None:
+    assert unsupported_numbers([written], paper) == flagged
+
+
+@pytest.mark.parametrize(
+    ("written", "paper", "flagged"),
+    [
         # Chinese and Japanese write numbers against the characters around them: no space, and
         # every CJK character is a word character to `re`.
         ("该方法准确率为97.3%，比基线高12倍", "accuracy of 97.3% and a 12x gain", []),
