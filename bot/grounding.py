@@ -31,6 +31,8 @@ MIN_QUOTE_WORDS = 5
 ANCHOR_CHARS = 200
 MAX_FUZZY_CHARS = 10_000
 PAGE_BREAK = "\f"
+# Kana, CJK ideographs and Hangul: scripts written without spaces between words.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"), "-")
 _QUOTES = dict.fromkeys(map(ord, "\u2018\u2019\u201a\u201b\u2032\u00b4`"), "'") | dict.fromkeys(
@@ -106,7 +108,7 @@ def find_quote(quote: str, text: PaperText, threshold: float = MATCH_THRESHOLD) 
     needle = normalize(quote).strip(" .\"'")
     if not needle or not text.joined:
         return QuoteMatch(0.0, None, False)
-    long_enough = len(needle.split()) >= MIN_QUOTE_WORDS
+    long_enough = _word_count(needle) >= MIN_QUOTE_WORDS
     at = text.joined.find(needle)
     if at >= 0:
         return QuoteMatch(100.0, text.page_at(at), long_enough)
@@ -117,6 +119,16 @@ def find_quote(quote: str, text: PaperText, threshold: float = MATCH_THRESHOLD) 
         return QuoteMatch(0.0, None, False)
     found = long_enough and m.score >= threshold
     return QuoteMatch(m.score, text.page_at(m.dest_start) if found else None, found)
+
+
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+
+
+def _word_count(text: str) -> int:
+    """Words as MIN_QUOTE_WORDS counts them: separated by spaces, and two CJK characters (which
+    are written without spaces; a Chinese word is one to three characters) as one word."""
+    cjk = len(_CJK_CHAR.findall(text))
+    return len(_CJK_CHAR.sub("", text).split()) + cjk // 2
 
 
 def _align(needle: str, haystack: str) -> ScoreAlignment | None:
@@ -165,7 +177,6 @@ _UNIT = r"(?:\s?%|\s?[×x](?![A-Za-z])|倍)"
 # Chinese, Japanese and Korean text writes a number right against the characters around it
 # ("准确率为97.3%"), and every CJK character is a word character to `re`: only a Latin (Greek,
 # Cyrillic...) letter or a digit glued in front makes a name such as "GPT4" instead of a number.
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _NUMBER = re.compile(
     rf"(?<![^\W{_CJK}]|\.)(?P<sign>[-−–]?)(?P<num>{_NUM})(?:\s?(?P<scale>{_SCALE}))?"
     rf"(?P<unit>{_UNIT})?"

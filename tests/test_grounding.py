@@ -248,6 +248,18 @@ def test_a_short_quote_proves_nothing() -> None:
     assert not find_quote("we propose a", text).found
 
 
+def test_a_quote_from_a_chinese_paper_is_found_and_a_short_one_is_not() -> None:
+    """Chinese and Japanese write no spaces: counted by words a whole sentence was one "word", so a
+    verbatim quote of a Chinese paper could never be found."""
+    paper = _paper("2401.00002", "基于扩散模型的钢材表面缺陷图像生成",
+                   "钢材表面缺陷识别是一个具有重要工业价值的问题。数据不足是训练鲁棒缺陷识别网络的主要挑战。"
+                   "我们提出了一种将稳定扩散模型迁移到钢材缺陷图像生成的方法。")
+    text = PaperText.of(paper, None)
+    assert find_quote("数据不足是训练鲁棒缺陷识别网络的主要挑战。", text).found
+    assert not find_quote("我们提出", text).found  # four characters prove nothing, like "we propose a"
+    assert not find_quote("数据充足是训练轻量分类网络的次要问题。", text).found
+
+
 @pytest.mark.parametrize(
     ("written", "paper", "supported"),
     [
