@@ -559,3 +559,18 @@ def test_a_password_in_the_base_urls_userinfo_never_reaches_logs_errors_or_statu
     shown = paperbot(tmp_path, env, "status")
     for out in (refused.stdout, refused.stderr, shown.stdout, shown.stderr):
         assert password not in out
+
+
+@pytest.mark.parametrize("suffix", ["", "/v1/chat/completions"])
+async def test_a_base_url_without_the_api_path_says_what_to_set(fake: FakeOpenAI, make, suffix: str) -> None:
+    """`OPENAI_BASE_URL=http://localhost:11434` (Ollama without /v1), or the whole endpoint pasted in."""
+    with pytest.raises(SummarizerError) as wrong:
+        await make(base_url=fake.url + suffix).summarize(PAPER, "en", None)
+    message = str(wrong.value)
+    assert "HTTP 404" in message
+    assert "OPENAI_BASE_URL" in message and "/v1" in message
+
+
+async def test_a_base_url_with_a_trailing_slash_works(fake: FakeOpenAI, make) -> None:
+    content = await make(base_url=fake.base_url + "/").summarize(PAPER, "en", None)
+    assert content.key_takeaways and fake.calls == 1

@@ -75,6 +75,18 @@ def refuses_json_schema(exc: openai.APIStatusError) -> bool:
     return "response_format" in text or "json_schema" in text
 
 
+_BASE_URL_HINT = (
+    "Set OPENAI_BASE_URL to the API's base, which usually ends in /v1 and never in /chat/completions "
+    "(e.g. http://localhost:11434/v1 for Ollama, https://api.openai.com/v1)"
+)
+
+
+def _is_api_error(exc: openai.APIStatusError) -> bool:
+    """An error body as OpenAI-compatible APIs send it (`{"error": {"message": ...}}`), not a web
+    server's page: the SDK hands the inner object over as the body."""
+    return isinstance(exc.body, dict) and isinstance(exc.body.get("message"), str)
+
+
 def _names_param(exc: openai.APIStatusError, param: str) -> bool:
     """A 400 about one request parameter: OpenAI names it in `param`, other servers in the message."""
     named = getattr(exc, "param", None)
@@ -127,6 +139,7 @@ class OpenAIModel:
         # A proxy's password in the URL's userinfo is as secret as the key.
         self._secrets = [x for x in (self._secret, url_password(base_url)) if x]
         self._host = urlsplit(base_url).netloc.rpartition("@")[2]  # never a user:password@ part
+        self._path = urlsplit(base_url).path.rstrip("/")
         self._json_schema = True  # until the server refuses it
         if urlsplit(base_url).scheme == "http" and not is_loopback_url(base_url):
             log.warning(
@@ -151,6 +164,9 @@ class OpenAIModel:
             detail = self._detail(exc)
             if exc.status_code in _RETRY_STATUS or exc.status_code >= 500:
                 raise TransientLLMError(detail, retry_after=retry_after(exc.response.headers)) from None
+            if exc.status_code == 404 and not _is_api_error(exc):
+                # Not the API's own "no such model" but no API at all under that path.
+                detail += f" ({self._path}/chat/completions is not an API endpoint there). {_BASE_URL_HINT}"
             raise SummarizerError(f"{self.vendor} at {self._host} refused the request: {detail}") from None
         except openai.APITimeoutError:
             raise TransientLLMError("no answer (timeout)") from None
