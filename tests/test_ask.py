@@ -307,3 +307,12 @@ async def test_the_same_question_in_other_typography_is_the_cached_one(gbot: Bot
     assert parse_html(again.params["text"]) == parse_html(first.params["text"])
     assert fake_gemini.calls == 1
     assert await gbot.c.store.quota_used(f"telegram:{ALICE['id']}") == 1
+
+
+async def test_a_hostile_question_echoed_in_the_answer_is_plain_text(gbot: Bot, fake_gemini: FakeGemini) -> None:
+    chat = gbot.tg.private_chat(ALICE)
+    hostile = 'Is <b>it</b> & <a href="javascript:x">this</a> </blockquote> better?'
+    qid = ask(gbot, chat, f"/ask {SEED_ID} {hostile}", ALICE)
+    [reply] = await reply_to(gbot, qid, chat)
+    text = parse_html(reply.params["text"])  # the fake refuses what Telegram would not parse
+    assert f"The paper answers: {hostile}" in text

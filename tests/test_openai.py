@@ -574,3 +574,14 @@ async def test_a_base_url_without_the_api_path_says_what_to_set(fake: FakeOpenAI
 async def test_a_base_url_with_a_trailing_slash_works(fake: FakeOpenAI, make) -> None:
     content = await make(base_url=fake.base_url + "/").summarize(PAPER, "en", None)
     assert content.key_takeaways and fake.calls == 1
+
+
+async def test_quotes_stay_with_their_takeaways_when_takeaways_are_dropped(fake: FakeOpenAI, make) -> None:
+    """A blank or repeated takeaway is dropped: its quote must go with it, or every later takeaway
+    is shown with (and verified by) the quote of the one before."""
+    reply = dict(GOOD, key_takeaways=["A.", "  ", "B.", "- A.", "C."],
+                 evidence=["quote of A", "quote of nothing", "quote of B", "quote of A again", "quote of C"])
+    fake.script(FakeOpenAI.content(reply))
+    content = await make().summarize(PAPER, "en", None)
+    assert content.key_takeaways == ["A.", "B.", "C."]
+    assert [e.quote for e in content.evidence or []] == ["quote of A", "quote of B", "quote of C"]
