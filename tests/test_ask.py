@@ -14,7 +14,8 @@ import pytest
 from bot.app import Components, build_components
 from bot.ask import passages_of, top_passages
 from bot.config import load_settings
-from bot.models import Paper
+from bot.models import Chat, ChatKind, Paper, Platform
+from bot.service import Service
 from tests.conftest import env_for
 from tests.fakes.arxiv import SEED_ID, SEED_TITLE
 from tests.fakes.discord import USER_ID, FakeDiscord
@@ -316,3 +317,20 @@ async def test_a_hostile_question_echoed_in_the_answer_is_plain_text(gbot: Bot, 
     [reply] = await reply_to(gbot, qid, chat)
     text = parse_html(reply.params["text"])  # the fake refuses what Telegram would not parse
     assert f"The paper answers: {hostile}" in text
+
+
+async def test_a_question_in_chinese_about_an_english_paper_reads_the_papers_text(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """No word of a Chinese question is in an English paper, so BM25 ranks nothing: the LLM was given
+    the title, abstract and the start of the text only, and could not answer from the rest."""
+    chat = gbot.tg.private_chat(ALICE)
+    tg_chat = await gbot.c.store.ensure_chat(Chat(Platform.TELEGRAM, str(ALICE["id"]), ChatKind.PRIVATE))
+    await Service(gbot.c).change_setting(tg_chat, ["language", "zh"])
+    qid = ask(gbot, chat, f"/ask {SEED_ID} 他们报告的是几次独立运行的中位数？", ALICE)
+    [reply] = await reply_to(gbot, qid, chat)
+    assert "回答" in parse_html(reply.params["text"])
+    prompt = fake_gemini.prompts[-1]
+    assert "Question: 他们报告的是几次独立运行的中位数" in prompt
+    assert "Median of 5 independent runs are reported" in prompt  # page 6 of the PDF
+    assert "(p. 6)" in prompt and len(prompt) < 40_000
