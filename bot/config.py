@@ -137,7 +137,10 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
-        return None if isinstance(v, str) and not v.strip() else v
+        # Keys and names copied into a .env file bring spaces and line ends along; no key has them.
+        if isinstance(v, str):
+            return v.strip() or None
+        return v
 
     @field_validator("gemini_base_url", "openai_base_url", mode="before")
     @classmethod

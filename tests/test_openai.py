@@ -585,3 +585,22 @@ async def test_quotes_stay_with_their_takeaways_when_takeaways_are_dropped(fake:
     content = await make().summarize(PAPER, "en", None)
     assert content.key_takeaways == ["A.", "B.", "C."]
     assert [e.quote for e in content.evidence or []] == ["quote of A", "quote of B", "quote of C"]
+
+
+async def test_settings_pasted_with_spaces_or_a_newline_still_work(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeOpenAI
+) -> None:
+    """`OPENAI_MODEL=gpt-4o-mini ` in a .env file, a key copied with its line end."""
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    monkeypatch.setenv("OPENAI_MODEL", f" {MODEL} ")
+    monkeypatch.setenv("OPENAI_API_KEY", f"{KEY}\n")
+    settings = load_settings()
+    assert settings.model_name == f"openai:{MODEL}"
+    fake.expected_key, fake.models = KEY, {MODEL}
+    model = chat_model(settings)
+    assert model is not None
+    try:
+        completion = await model.complete("Summarize JSON", SummarySchema)
+    finally:
+        await model.aclose()
+    assert completion.text and fake.auth == [f"Bearer {KEY}"]
