@@ -459,7 +459,13 @@ class TelegramBot:
                 self._log_failure("a question", exc)
                 await reply_html(bot, question, [escape(FAILED)])
                 return
-            await reply_html(bot, question, answer_html(answer))
+            sent = await reply_html(bot, question, answer_html(answer))
+        # A reply to the answer is a follow-up question about the same paper.
+        p = answer.paper
+        await self.c.store.add_post_messages(
+            Platform.TELEGRAM, str(question.chat_id), [m.message_id for m in sent], p.arxiv_id, p.version,
+            answer.language,
+        )
 
     @staticmethod
     async def _edit(bot: Bot, message: Message, html: str) -> None:

@@ -334,3 +334,17 @@ async def test_a_question_in_chinese_about_an_english_paper_reads_the_papers_tex
     assert "Question: 他们报告的是几次独立运行的中位数" in prompt
     assert "Median of 5 independent runs are reported" in prompt  # page 6 of the PDF
     assert "(p. 6)" in prompt and len(prompt) < 40_000
+
+
+async def test_a_reply_to_an_answer_is_a_follow_up_question_about_the_same_paper(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    tg, chat = gbot.tg, gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} {QUESTION}", ALICE)
+    [answer] = await reply_to(gbot, qid, chat)
+    follow_up = "And how large is the model?"
+    qid2 = ask(gbot, chat, follow_up, ALICE, reply_to_message=tg.message(chat["id"], answer.result["message_id"]))
+    [reply] = await reply_to(gbot, qid2, chat)
+    text = parse_html(reply.params["text"])
+    assert text.startswith(f"Answer: {SEED_TITLE}") and f"The paper answers: {follow_up}" in text
+    assert fake_gemini.calls == 2
