@@ -204,20 +204,27 @@ def _values(num: str, scale: str | None) -> set[Decimal]:
 
 # Scientific notation is one number: "1e-4", "2×10^-5", "10^{6}" (and "10⁻⁴", made "10^-4" first).
 _DEC = r"\d+(?:\.\d+)?"
+_SUPERSCRIPTS = "⁺⁻⁰¹²³⁴⁵⁶⁷⁸⁹"
 _SCI = re.compile(
     rf"(?<![^\W{_CJK}]|\.)(?:(?:(?P<m>{_DEC})\s?[×x·*]\s?)?10\s?\^\s?\{{?\s?(?P<e>[-−+]?\d{{1,3}})\s?\}}?"
+    rf"|(?:(?P<m3>{_DEC})\s?[×x·*]\s?)?10(?P<sup>[⁺⁻]?[⁰¹²³⁴⁵⁶⁷⁸⁹]{{1,3}})"
     rf"|(?P<m2>{_DEC})[eE](?P<e2>[-−+]?\d{{1,3}})(?![\w.]))"
 )
 # In a PDF's text a superscript exponent lands on the line: 10^{-4} is "10−4", 1.5 × 10^6 is "1.5 × 106".
 _LOST_NEGATIVE = re.compile(rf"(?:(?P<m>{_DEC})\s?[×x·]\s?)?(?<!\d)10\s?[-−](?P<e>\d{{1,2}})(?!\d)")
 _LOST_POSITIVE = re.compile(rf"(?P<m>{_DEC})\s?[×x·]\s?10(?P<e>\d{{1,2}})(?!\d)")
-_SUPERSCRIPT = re.compile("10([⁺⁻]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)")
 _FROM_SUPERSCRIPT = str.maketrans("⁺⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "+-0123456789")
 
 
 def _sci_value(mantissa: str | None, exponent: str, sign: str = "") -> Decimal:
     e = int(sign + exponent.replace("−", "-").lstrip("+"))
     return Decimal(mantissa or "1").scaleb(e).normalize()
+
+
+def _sci_match_value(m: re.Match[str]) -> Decimal:
+    if m["sup"]:
+        return _sci_value(m["m3"], m["sup"].translate(_FROM_SUPERSCRIPT))
+    return _sci_value(m["m"], m["e"]) if m["e"] else _sci_value(m["m2"], m["e2"])
 
 
 def paper_numbers(text: str) -> set[Decimal]:
@@ -233,7 +240,7 @@ def paper_numbers(text: str) -> set[Decimal]:
             for part in m["num"].split(","):
                 found |= _values(part, None)
     for m in _SCI.finditer(text):
-        found.add(_sci_value(m["m"], m["e"]) if m["e"] else _sci_value(m["m2"], m["e2"]))
+        found.add(_sci_match_value(m))
     for m in _LOST_NEGATIVE.finditer(text):
         found.add(_sci_value(m["m"], m["e"], "-"))
     for m in _LOST_POSITIVE.finditer(text):
@@ -241,26 +248,47 @@ def paper_numbers(text: str) -> set[Decimal]:
     return found
 
 
-def numbers_in(text: str) -> list[tuple[str, list[set[Decimal]]]]:
-    """The numbers written with digits in a summary's text: (as written, the values of each end).
+def _nfkc_keeping_places(text: str) -> tuple[str, list[int]]:
+    """`text` under NFKC ("９７.３％" -> "97.3%"), character by character, and for each place of the
+    result the place in `text` it came from (one more at the end), so a match can be reported as
+    it was written. Superscript digits and signs stay as they are: "10⁻⁴" must not become "10−4"."""
+    out: list[str] = []
+    places: list[int] = []
+    for i, ch in enumerate(text):
+        n = ch if ch in _SUPERSCRIPTS else unicodedata.normalize("NFKC", ch)
+        out.append(n)
+        places.extend([i] * len(n))
+    places.append(len(text))
+    return "".join(out), places
 
-    A range "10-20" is one item with two ends; "97.3%" is one end with the value 97.3; "1e-4" and
-    "2×10^-5" are one number each.
+
+def numbers_in(text: str) -> list[tuple[str, list[set[Decimal]]]]:
+    """The numbers written with digits in a summary's text: (as written there, the values of each end).
+
+    A range "10-20" is one item with two ends; "97.3%" is one end with the value 97.3; "1e-4",
+    "2×10^-5" and "10⁻⁴" are one number each. Full-width forms are read as their ASCII ones.
     """
-    text = _SUPERSCRIPT.sub(lambda m: "10^" + m[1].translate(_FROM_SUPERSCRIPT), text)
-    text = unicodedata.normalize("NFKC", text)
+    norm, places = _nfkc_keeping_places(text)
+
+    def written(m: re.Match[str]) -> str:
+        start, end = m.span()
+        while end > start and norm[end - 1].isspace():
+            end -= 1
+        while start < end and norm[start].isspace():
+            start += 1
+        return text[places[start] : places[end - 1] + 1]
+
     found: list[tuple[int, str, list[set[Decimal]]]] = []
-    for m in _SCI.finditer(text):
-        value = _sci_value(m["m"], m["e"]) if m["e"] else _sci_value(m["m2"], m["e2"])
-        found.append((m.start(), m.group(0).strip(), [{value}]))
+    for m in _SCI.finditer(norm):
+        found.append((m.start(), written(m), [{_sci_match_value(m)}]))
     # The rest, with the scientific ones blanked out so that their digits are not numbers again.
-    rest = _SCI.sub(lambda m: " " * len(m.group(0)), text)
+    rest = _SCI.sub(lambda m: " " * len(m.group(0)), norm)
     for m in _NUMBER.finditer(rest):
         ends = [_values(m["num"], m["scale"])]
         if m["num2"]:
             ends.append(_values(m["num2"], m["scale2"]))
-        found.append((m.start(), m.group(0).strip(), ends))
-    return [(written, ends) for _, written, ends in sorted(found, key=lambda f: f[0])]
+        found.append((m.start(), written(m), ends))
+    return [(w, ends) for _, w, ends in sorted(found, key=lambda f: f[0])]
 
 
 def unsupported_numbers(texts: Iterable[str], paper_text: str) -> list[str]:

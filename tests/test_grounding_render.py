@@ -253,3 +253,20 @@ def test_why_it_matched_fits_a_caption_and_a_discord_field() -> None:
     [field] = [f for f in paper_embed(summary, why)["fields"] if f["name"] == "Matched topic"]
     assert len(field["value"]) <= FIELD_VALUE_LIMIT and field["value"].startswith("🔎 #1 `")
     assert field["value"].count("**") % 2 == 0  # never cut inside the bold of a term
+
+
+def test_a_number_in_full_width_forms_is_marked_where_it_is_written() -> None:
+    """A Chinese summary may write "９７.３％" or "97.3％": the number was listed as unsupported in its
+    normalised form ("97.3%"), which the renderers could not find in the takeaway to mark it."""
+    from bot.grounding import ground
+    from bot.render.markdown import render_summary_markdown
+    from tests.test_render import chinese_summary
+
+    summary = chinese_summary()
+    summary.content.key_takeaways = ["准确率达到９７.３％。", "速度提升了3.5倍，学习率为10⁻⁴。", "弥合分布差异。"]
+    grounded = ground(summary.content, summary.paper, "accuracy of 90.1% with a 2x speed-up at 10−5")
+    assert grounded.unsupported_numbers == ["９７.３％", "3.5倍", "10⁻⁴"]
+    summary.content = grounded
+    card = parse_html(card_html(summary))
+    assert "准确率达到９７.３％⚠。" in card and "速度提升了3.5倍⚠，学习率为10⁻⁴⚠。" in card
+    assert "3.5倍⚠" in render_summary_markdown(summary)
