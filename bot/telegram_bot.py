@@ -48,6 +48,7 @@ from telegram.ext import (
 )
 
 from bot.app import Components
+from bot.ask import Answer
 from bot.logs import RedactingFilter
 from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip
@@ -183,11 +184,22 @@ async def send_paper(
     return ids
 
 
-async def remember_post(store: Store | None, chat_id: int | str, ids: Sequence[int], summary: Summary) -> None:
-    """Keep which paper these messages show, so a reply to any of them is a question about it."""
+async def remember_post(
+    store: Store | None, chat_id: int | str, ids: Sequence[int], summary: Summary | Answer
+) -> None:
+    """Keep which paper these messages show, so a reply to any of them is a question about it.
+
+    The messages are out by then: a store that refuses is logged, never raised, or the push would
+    count the post as failed and send it again (replies to it then go unanswered, nothing worse).
+    """
     if store is not None and ids:
         p = summary.paper
-        await store.add_post_messages(Platform.TELEGRAM, str(chat_id), ids, p.arxiv_id, p.version, summary.language)
+        try:
+            await store.add_post_messages(
+                Platform.TELEGRAM, str(chat_id), ids, p.arxiv_id, p.version, summary.language
+            )
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("messages of the post of %s in %s not kept: %s", p.versioned_id, chat_id, exc)
 
 
 async def reply_html(bot: Bot, question: Message, pieces: Sequence[str]) -> list[Message]:
@@ -461,11 +473,7 @@ class TelegramBot:
                 return
             sent = await reply_html(bot, question, answer_html(answer))
         # A reply to the answer is a follow-up question about the same paper.
-        p = answer.paper
-        await self.c.store.add_post_messages(
-            Platform.TELEGRAM, str(question.chat_id), [m.message_id for m in sent], p.arxiv_id, p.version,
-            answer.language,
-        )
+        await remember_post(self.c.store, question.chat_id, [m.message_id for m in sent], answer)
 
     @staticmethod
     async def _edit(bot: Bot, message: Message, html: str) -> None:

@@ -270,3 +270,25 @@ def test_a_number_in_full_width_forms_is_marked_where_it_is_written() -> None:
     card = parse_html(card_html(summary))
     assert "准确率达到９７.３％⚠。" in card and "速度提升了3.5倍⚠，学习率为10⁻⁴⚠。" in card
     assert "3.5倍⚠" in render_summary_markdown(summary)
+
+
+async def test_a_post_whose_message_ids_cannot_be_kept_is_still_delivered_once(components: Components) -> None:
+    """Keeping the post's message ids (for replies) comes after the post is out: its failure must not
+    count as a failed delivery, or the next push sends the whole post again."""
+    c = components
+    with FakeTelegram() as tg:
+        from telegram.ext import ExtBot
+
+        async with ExtBot(TOKEN, base_url=f"{tg.url}/bot", base_file_url=f"{tg.url}/file/bot") as bot:
+            chat = await c.store.ensure_chat(Chat(Platform.TELEGRAM, str(ALICE["id"]), ChatKind.PRIVATE))
+            paper = await Service(c).find_paper(SEED_ID)
+            topic, _ = await c.store.add_topic(chat.id, "cat:cs.CV")  # type: ignore[arg-type]
+            await c.store.add_matches([(topic.id, paper.arxiv_id, date(2024, 5, 6))])
+            await c.store.set_meta("last_announcement", "2024-05-06")
+            await c.store.execute("DROP TABLE post_messages")  # the store refuses the bookkeeping
+            senders = {Platform.TELEGRAM: TelegramSender(bot, c.store)}
+            report = await push_once(c, force=True, senders=senders)
+            assert report.papers == 1 and report.failures == 0, report
+            await push_once(c, force=True, senders=senders)
+            cards = [call for call in tg.calls_to("sendMessage", ALICE["id"]) if "reply_markup" in call.params]
+            assert len(cards) == 1
