@@ -292,3 +292,31 @@ async def test_a_post_whose_message_ids_cannot_be_kept_is_still_delivered_once(c
             await push_once(c, force=True, senders=senders)
             cards = [call for call in tg.calls_to("sendMessage", ALICE["id"]) if "reply_markup" in call.params]
             assert len(cards) == 1
+
+
+def test_a_summary_with_very_many_unsupported_numbers_still_renders_within_limits() -> None:
+    """A degenerate reply (a results field that counts on and on) lists hundreds of numbers: the
+    notice grew past a message and the post could not be rendered at all."""
+    from bot.render.discord import EMBED_TOTAL_LIMIT, breakdown_chunks, embed_length, paper_embed
+    from bot.render.telegram import breakdown_messages, caption_html
+    from tests.test_render import make_summary
+
+    numbers = [f"{n}.{n % 7}%" for n in range(100, 1100)]
+    summary = make_summary(results="Scores: " + ", ".join(numbers) + ".", unsupported_numbers=numbers)
+    card = parse_html(card_html(summary))
+    assert "⚠ Numbers not found in the paper: 100.2%, 101.3%" in card and "more" in card
+    assert len(caption_html(summary)) <= 1024
+    assert all(len(p) <= 4096 for p in breakdown_messages(summary))
+    embed = paper_embed(summary)
+    assert embed_length(embed) <= EMBED_TOTAL_LIMIT and "Numbers not found" in embed["description"]
+    assert all(len(c) <= 2000 for c in breakdown_chunks(summary))
+
+
+def test_a_discord_embed_with_an_overlong_summary_keeps_the_numbers_notice() -> None:
+    from bot.render.discord import EMBED_TOTAL_LIMIT, embed_length, paper_embed
+    from tests.test_render import make_summary
+
+    summary = make_summary(summary="It reaches 97.3% accuracy " + "and more words " * 400, unsupported_numbers=["97.3%"])
+    embed = paper_embed(summary)
+    assert embed_length(embed) <= EMBED_TOTAL_LIMIT and len(embed["description"]) <= 4096
+    assert embed["description"].endswith("**⚠ Numbers not found in the paper: 97.3%**")

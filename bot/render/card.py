@@ -170,10 +170,18 @@ def source_items(summary: Summary, labels: Labels) -> tuple[Item, ...]:
 
 
 def unsupported_note(summary: Summary, labels: Labels) -> str | None:
+    """The notice listing numbers the paper does not hold: the first LISTED_NUMBERS of them (each is
+    also marked where it is written), so a degenerate reply cannot make a post too long to send."""
     numbers = summary.content.unsupported_numbers or []
-    return labels.unsupported_numbers.format(numbers=labels.list_sep.join(numbers)) if numbers else None
+    if not numbers:
+        return None
+    listed = labels.list_sep.join(numbers[:LISTED_NUMBERS])
+    if len(numbers) > LISTED_NUMBERS:
+        listed += labels.more_numbers.format(n=len(numbers) - LISTED_NUMBERS)
+    return labels.unsupported_numbers.format(numbers=listed)
 
 
+LISTED_NUMBERS = 12  # unsupported numbers named in the notice
 WHY_TOPICS = 3  # topics named on a post
 WHY_TERMS = 8  # matched terms named per topic
 WHY_TERM_CHARS = 60

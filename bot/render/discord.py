@@ -122,8 +122,9 @@ def paper_embed(summary: Summary, why: Sequence[MatchReason] = ()) -> dict[str, 
         room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - embed_length({**embed, "description": ""}))
         if utf16_len(embed["description"]) <= room:
             return embed
-    # Even the summary alone is too long: clip it.
-    embed["description"] = f"**{lb.summary}**\n" + _fit(card.summary, room - utf16_len(lb.summary) - 5)
+    # Even the summary alone is too long: clip it, keeping the notice of numbers not found.
+    room -= utf16_len(note)
+    embed["description"] = f"**{lb.summary}**\n" + _fit(card.summary, room - utf16_len(lb.summary) - 5) + note
     return embed
 
 
