@@ -287,6 +287,9 @@ def numbers_in(text: str) -> list[tuple[str, list[set[Decimal]]]]:
         ends = [_values(m["num"], m["scale"])]
         if m["num2"]:
             ends.append(_values(m["num2"], m["scale2"]))
+        if "%" in (m["unit2"] or m["unit"] or ""):
+            # A table's fraction is the summary's percentage: "95.1%" is also 0.951.
+            ends = [end | {(v / 100).normalize() for v in end} for end in ends]
         found.append((m.start(), written(m), ends))
     return [(w, ends) for _, w, ends in sorted(found, key=lambda f: f[0])]
 

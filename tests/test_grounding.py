@@ -296,6 +296,9 @@ def test_words_with_digits_are_not_numbers_of_the_summary() -> None:
 @pytest.mark.parametrize(
     ("written", "paper", "flagged"),
     [
+        # Tables give a share as a fraction, summaries as a percentage.
+        ("an AUC of 95.1%", "AUC 0.951 on the test set", []),
+        ("an AUC of 95.1%", "AUC 0.915 on the test set", ["95.1%"]),
         # A learning rate is one number, not a 1 and a 4 that any paper holds.
         ("a learning rate of 1e-4", "a learning rate of 1e-5 with 4 layers on 1 GPU", ["1e-4"]),
         ("a learning rate of 3e-4", "we use 1e-4 and 3 seeds", ["3e-4"]),
