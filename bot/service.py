@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -9,7 +11,7 @@ from pathlib import Path
 
 from bot.app import Components
 from bot.arxiv_source import ArxivUnavailable, PaperNotFound
-from bot.ask import MAX_QUESTION_CHARS, Answer, Asker, clean_question
+from bot.ask import MAX_QUESTION_CHARS, Answer, Asker, clean_question, normalize_question
 from bot.config import check_timezone, parse_hhmm
 from bot.ids import BadArxivId, parse_arxiv_id
 from bot.models import Chat, Paper, Summary, Topic
@@ -93,6 +95,7 @@ class Service:
         self.settings = c.settings
         self.store = c.store
         self._asker: Asker | None = None
+        self._asking: dict[tuple[str, str, str], asyncio.Future[Answer]] = {}
 
     # --- papers and summaries ------------------------------------------------------------
 
@@ -169,9 +172,37 @@ class Service:
         hit = await self._asker.cached(paper, question, lang)
         if hit is not None:
             return hit
-        if user_key is not None:
-            await self._charge_quota(user_key)
-        return await self._asker.ask(paper, question, lang)
+        # The same question already being answered (updates are handled concurrently): wait for
+        # that answer, which is the cached one for this asker, so free.
+        key = (paper.versioned_id, normalize_question(question), lang)
+        pending = self._asking.get(key)
+        if pending is not None:
+            try:
+                return dataclasses.replace(await asyncio.shield(pending), cached=True)
+            except (Exception, asyncio.CancelledError):
+                if not (pending.done() and (pending.cancelled() or pending.exception() is not None)):
+                    raise  # this asker was cancelled, not the other one's question
+                # The other asker's failure (their quota, say) is not this one's: ask anew below.
+        mine: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        # Nobody may be waiting: an exception nobody retrieves must not be logged as lost.
+        mine.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._asking[key] = mine
+        try:
+            if user_key is not None:
+                await self._charge_quota(user_key)
+            answer = await self._asker.ask(paper, question, lang)
+        except Exception as exc:
+            mine.set_exception(exc)
+            raise
+        except BaseException:
+            mine.cancel()
+            raise
+        else:
+            mine.set_result(answer)
+            return answer
+        finally:
+            if self._asking.get(key) is mine:
+                del self._asking[key]
 
     @staticmethod
     def parse_ask(arg: str) -> tuple[str, str]:

@@ -348,3 +348,42 @@ async def test_a_reply_to_an_answer_is_a_follow_up_question_about_the_same_paper
     text = parse_html(reply.params["text"])
     assert text.startswith(f"Answer: {SEED_TITLE}") and f"The paper answers: {follow_up}" in text
     assert fake_gemini.calls == 2
+
+
+async def test_the_same_question_asked_at_once_is_answered_once_and_charged_once(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """Updates are handled concurrently: two people asking the same while the first answer is being
+    written each paid for their own LLM call, though the second answer is the cached first one."""
+    fake_gemini.script(FakeGemini.valid(delay=0.5))
+    alice, bob = gbot.tg.private_chat(ALICE), gbot.tg.private_chat(BOB)
+    q1 = ask(gbot, alice, f"/ask {SEED_ID} {QUESTION}", ALICE)
+    q2 = ask(gbot, bob, f"/ask {SEED_ID} {QUESTION.lower()}", BOB)
+    [a1] = await reply_to(gbot, q1, alice)
+    [a2] = await reply_to(gbot, q2, bob)
+    assert parse_html(a1.params["text"]) == parse_html(a2.params["text"])
+    assert fake_gemini.calls == 1
+    used = [await gbot.c.store.quota_used(f"telegram:{u['id']}") for u in (ALICE, BOB)]
+    assert sorted(used) == [0, 1]
+
+
+@pytest.mark.parametrize("gbot", [{"PAPERBOT_SUMMARY_QUOTA": "1"}], indirect=True)
+async def test_one_askers_spent_quota_does_not_refuse_another_asking_the_same(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    import asyncio
+
+    from bot.service import QuotaExceeded
+
+    service = Service(gbot.c)
+    await service.ask(SEED_ID, "How big is the model?", "en", user_key="alice")  # Alice's one this hour
+    fake_gemini.script(FakeGemini.valid(delay=0.5))
+    refused, answer = await asyncio.gather(
+        service.ask(SEED_ID, QUESTION, "en", user_key="alice"),
+        service.ask(SEED_ID, QUESTION, "en", user_key="bob"),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, QuotaExceeded)
+    assert not isinstance(answer, BaseException) and not answer.cached and answer.text
+    assert await gbot.c.store.quota_used("bob") == 1
+    assert fake_gemini.calls == 2
