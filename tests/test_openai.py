@@ -604,3 +604,12 @@ async def test_settings_pasted_with_spaces_or_a_newline_still_work(
     finally:
         await model.aclose()
     assert completion.text and fake.auth == [f"Bearer {KEY}"]
+
+
+async def test_a_reply_cut_off_at_the_output_limit_says_so(fake: FakeOpenAI, make) -> None:
+    """A server's output limit (Ollama's num_predict, a proxy's max_tokens) cuts the JSON: the error
+    said "a reply that is not JSON", which sends the user looking in the wrong place."""
+    fake.script(*[FakeOpenAI.text('{"summary": "cut off by the tok', finish_reason="length")] * 2)
+    with pytest.raises(SummarizerError, match="cut off at the model's output limit"):
+        await make(attempts=2).summarize(PAPER, "en", None)
+    assert fake.calls == 2

@@ -215,7 +215,14 @@ class LlmSummarizer:
         async def once() -> T:
             completion: Completion = await self.model.complete(prompt, schema)
             await self._report_usage(completion.usage)
-            return parse(completion.text)
+            try:
+                return parse(completion.text)
+            except TransientLLMError:
+                if completion.cut_off:  # the cause, rather than the broken JSON it left
+                    raise TransientLLMError(
+                        "a reply cut off at the model's output limit (raise the server's max output tokens)"
+                    ) from None
+                raise
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),

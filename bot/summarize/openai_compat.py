@@ -229,7 +229,8 @@ class OpenAIModel:
         if refusal:
             # The model declined (OpenAI's structured-output refusal): asking again gets the same answer.
             raise SummarizerError(f"the model {self.model} declined: {self._redact(str(refusal))[:300]}")
-        return Completion((message.content if message else None) or "", tokens)
+        cut_off = bool(choices) and getattr(choices[0], "finish_reason", None) == "length"
+        return Completion((message.content if message else None) or "", tokens, cut_off)
 
     def _detail(self, exc: openai.APIStatusError) -> str:
         """`HTTP 429 rate_limit_exceeded: Rate limit reached ...` from OpenAI's error body, key removed."""
