@@ -6,7 +6,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -36,6 +36,9 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+_USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/{1,2}[^/@\s:]*:([^/@\s]+)@")
+
+
 def url_password(url: str | None) -> str | None:
     """The password of a URL's userinfo (`https://user:password@host/...`), None when it has none.
 
@@ -44,11 +47,9 @@ def url_password(url: str | None) -> str | None:
     """
     if not url or "@" not in url:
         return None
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return password or None
+    # Not urlsplit: a URL kept in a Path ("postgresql:/user:pw@host/db") has lost one of its slashes.
+    m = _USERINFO_PASSWORD.match(url)
+    return m[1] if m else None
 
 
 def parse_hhmm(value: str) -> tuple[int, int]:
@@ -189,8 +190,10 @@ class Settings(BaseSettings):
         """Every secret among the settings, for log redaction: tokens, keys and URL passwords."""
         keys = [self.telegram_bot_token, self.discord_bot_token, self.gemini_api_key, self.openai_api_key]
         urls = [self.telegram_api_base_url, self.gemini_base_url, self.openai_base_url, str(self.db_path)]
-        return [k.get_secret_value() for k in keys if k is not None] + [
-            p for p in map(url_password, urls) if p is not None
+        passwords = [p for p in map(url_password, urls) if p is not None]
+        # As written (logged URLs keep the encoding) and decoded (as a driver may show it).
+        return [k.get_secret_value() for k in keys if k is not None] + passwords + [
+            unquote(p) for p in passwords if unquote(p) != p
         ]
 
     @property

@@ -613,3 +613,17 @@ async def test_a_reply_cut_off_at_the_output_limit_says_so(fake: FakeOpenAI, mak
     with pytest.raises(SummarizerError, match="cut off at the model's output limit"):
         await make(attempts=2).summarize(PAPER, "en", None)
     assert fake.calls == 2
+
+
+def test_every_url_password_is_a_secret_to_redact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://proxy-user:p%40ss-Secret1@proxy.example/v1")
+    monkeypatch.setenv("OPENAI_MODEL", MODEL)
+    monkeypatch.setenv("GEMINI_BASE_URL", "https://u:gem-Secret2@gemini-proxy.example")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    secrets = load_settings().secret_values()
+    assert {KEY, "p%40ss-Secret1", "p@ss-Secret1", "gem-Secret2"} <= set(secrets)
+    from bot.config import url_password
+
+    assert url_password("postgresql://bot:pg-Secret3@db:5432/paperbot") == "pg-Secret3"
+    assert url_password(str(Path("postgresql://bot:pg-Secret3@db:5432/paperbot"))) == "pg-Secret3"
+    assert url_password("https://api.openai.com/v1") is None and url_password("https://h/a@b") is None
