@@ -29,6 +29,7 @@ from telegram import (
     InputMediaPhoto,
     LinkPreviewOptions,
     Message,
+    MessageOriginChannel,
     ReplyParameters,
     Update,
 )
@@ -453,6 +454,12 @@ class TelegramBot:
         post = await self.c.store.post_of_message(
             Platform.TELEGRAM, str(message.chat_id), message.reply_to_message.message_id
         )
+        replied = message.reply_to_message
+        origin = replied.forward_origin
+        if post is None and replied.is_automatic_forward and isinstance(origin, MessageOriginChannel):
+            # A comment in a channel's discussion group: it replies to the copy of the channel's post
+            # that Telegram forwarded there; the original names the post.
+            post = await self.c.store.post_of_message(Platform.TELEGRAM, str(origin.chat.id), origin.message_id)
         if post is None:
             return  # a reply to something else: not ours to answer
         chat = await self.service.register_chat(chat_of(message.chat))

@@ -387,3 +387,34 @@ async def test_one_askers_spent_quota_does_not_refuse_another_asking_the_same(
     assert not isinstance(answer, BaseException) and not answer.cached and answer.text
     assert await gbot.c.store.quota_used("bob") == 1
     assert fake_gemini.calls == 2
+
+
+async def test_a_comment_on_a_channel_post_in_its_discussion_group_is_a_question(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """A channel's readers cannot reply in the channel: they comment, in the linked discussion group,
+    on the copy of the post that Telegram forwards there automatically. Those comments went unanswered."""
+    tg = gbot.tg
+    channel = tg.channel(-100400, "Papers daily")
+    tg.push_channel_post(channel, f"/summary {SEED_ID}")
+    card = await gbot.answer(channel, SEED_ID)
+    discussion = tg.group(-100401, "Papers daily chat")
+    forwarded = tg.new_message(
+        discussion, card.params["text"], sender_chat=channel, is_automatic_forward=True,
+        forward_origin={"type": "channel", "chat": channel, "message_id": card.result["message_id"],
+                        "date": card.result["date"]},
+    )
+    tg.push({"message": forwarded})
+    qid = ask(gbot, discussion, QUESTION, BOB, reply_to_message=forwarded)
+    [reply] = await reply_to(gbot, qid, discussion)
+    assert parse_html(reply.params["text"]).startswith(f"Answer: {SEED_TITLE}")
+    assert await gbot.c.store.quota_used(f"telegram:{BOB['id']}") == 1
+    # A forwarded copy of some other channel's post is not ours to answer for.
+    other = tg.new_message(
+        discussion, "x", sender_chat=channel, is_automatic_forward=True,
+        forward_origin={"type": "channel", "chat": channel, "message_id": 999_999, "date": card.result["date"]},
+    )
+    qid = ask(gbot, discussion, "And this?", BOB, reply_to_message=other)
+    await tg.idle()
+    assert not [c for c in tg.calls_to("sendMessage", discussion["id"])
+                if (c.params.get("reply_parameters") or {}).get("message_id") == qid]
