@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -460,9 +461,14 @@ class TelegramBot:
             # A comment in a channel's discussion group: it replies to the copy of the channel's post
             # that Telegram forwarded there; the original names the post.
             post = await self.c.store.post_of_message(Platform.TELEGRAM, str(origin.chat.id), origin.message_id)
+            via_channel = True
+        else:
+            via_channel = False
         if post is None:
             return  # a reply to something else: not ours to answer
         chat = await self.service.register_chat(chat_of(message.chat))
+        if via_channel:  # answered in the language the channel's post was written in
+            chat = dataclasses.replace(chat, language=post.language)
         who = message.sender_chat or message.from_user or message.chat
         await self._answer(context.bot, message, chat, post.versioned_id, message.text or "", f"telegram:{who.id}")
 

@@ -396,6 +396,8 @@ async def test_a_comment_on_a_channel_post_in_its_discussion_group_is_a_question
     on the copy of the post that Telegram forwards there automatically. Those comments went unanswered."""
     tg = gbot.tg
     channel = tg.channel(-100400, "Papers daily")
+    registered = await gbot.c.store.ensure_chat(Chat(Platform.TELEGRAM, str(channel["id"]), ChatKind.CHANNEL))
+    await Service(gbot.c).change_setting(registered, ["language", "zh"])
     tg.push_channel_post(channel, f"/summary {SEED_ID}")
     card = await gbot.answer(channel, SEED_ID)
     discussion = tg.group(-100401, "Papers daily chat")
@@ -407,7 +409,7 @@ async def test_a_comment_on_a_channel_post_in_its_discussion_group_is_a_question
     tg.push({"message": forwarded})
     qid = ask(gbot, discussion, QUESTION, BOB, reply_to_message=forwarded)
     [reply] = await reply_to(gbot, qid, discussion)
-    assert parse_html(reply.params["text"]).startswith(f"Answer: {SEED_TITLE}")
+    assert parse_html(reply.params["text"]).startswith(f"回答：{SEED_TITLE}")  # in the channel's language
     assert await gbot.c.store.quota_used(f"telegram:{BOB['id']}") == 1
     # A forwarded copy of some other channel's post is not ours to answer for.
     other = tg.new_message(
