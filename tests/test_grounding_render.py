@@ -320,3 +320,22 @@ def test_a_discord_embed_with_an_overlong_summary_keeps_the_numbers_notice() -> 
     embed = paper_embed(summary)
     assert embed_length(embed) <= EMBED_TOTAL_LIMIT and len(embed["description"]) <= 4096
     assert embed["description"].endswith("**⚠ Numbers not found in the paper: 97.3%**")
+
+
+def test_a_summary_stored_before_grounding_says_not_checked_not_not_found() -> None:
+    """The breakdown button of an old post loads a summary made before quotes were checked: each
+    takeaway said "not found in the paper", a claim about the paper nobody had checked."""
+    from bot.models import content_from_dict, content_to_dict
+    from bot.render.telegram import breakdown_messages
+    from tests.test_render import make_summary
+
+    summary = make_summary()
+    stored = content_to_dict(summary.content)
+    del stored["evidence"], stored["unsupported_numbers"]
+    summary.content = content_from_dict(stored)
+    card = parse_html(card_html(summary))
+    assert "⚠ not checked against the paper" in card and NOT_FOUND not in card
+    breakdown = "\n".join(parse_html(p) for p in breakdown_messages(summary))
+    assert "Sources" not in breakdown and NOT_FOUND not in breakdown
+    assert render_summary_markdown(summary).count("⚠ not checked against the paper") == 3
+    assert summary.to_json()["evidence"][0] == {"quote": None, "verified": False, "page": None}

@@ -152,7 +152,9 @@ def marked_takeaways(summary: Summary, labels: Labels) -> list[str]:
     for text, evidence in zip(c.key_takeaways, c.evidence_for_takeaways(), strict=True):
         if text.strip():
             line = mark_numbers(one_line(text), numbers)
-            out.append(line if evidence.verified else f"{line} {labels.not_found}")
+            # A summary stored before grounding existed was never checked: "not found" would be untrue.
+            notice = labels.not_found if c.evidence is not None else labels.not_checked
+            out.append(line if evidence.verified else f"{line} {notice}")
     return out
 
 
@@ -243,7 +245,7 @@ def build_card(summary: Summary, why: Sequence[MatchReason] = ()) -> PaperCard:
         Section(7, lb.method_steps, "" if steps else none, tuple(Item("", s) for s in steps)),
         Section(8, lb.conclusion, one_line(c.conclusion) or none),
     ]
-    if c.key_takeaways:
+    if c.key_takeaways and c.evidence is not None:
         sections.append(Section(9, lb.sources, items=source_items(summary, lb)))
     return PaperCard(
         labels=lb,
