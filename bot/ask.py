@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -35,6 +36,7 @@ from bot.summarize.llm import LlmSummarizer, reply_object
 log = logging.getLogger(__name__)
 
 TOP_PASSAGES = 6  # passages given to the LLM
+UNMATCHED_CHARS = 24_000  # the text given when no passage matches: PdfService.first_pages_text's budget
 MAX_QUOTES = 3
 PASSAGE_SENTENCES = 3
 PASSAGE_CHARS = 900
@@ -91,9 +93,22 @@ class Answer:
         }
 
 
+def clean_question(question: str) -> str:
+    """The question as asked, without invisible format characters (zero-width spaces and joiners,
+    BOMs, direction marks: Unicode category Cf, which str.split() keeps) and with single spaces;
+    empty when nothing visible was asked."""
+    return " ".join("".join(ch for ch in question if unicodedata.category(ch) != "Cf").split())
+
+
+# Apostrophes and quotation marks as keyboards and phones type them, one of each for the key.
+_QUOTE_MARKS = dict.fromkeys(map(ord, "‘’‚‛′`´"), "'") | dict.fromkeys(map(ord, "“”„‟″«»"), '"')
+
+
 def normalize_question(question: str) -> str:
-    """The cache's key for a question: case, spacing and the final punctuation do not matter."""
-    return " ".join(question.casefold().split()).rstrip(" ?？!！.。")
+    """The cache's key for a question: case, spacing, invisible characters, full-width forms
+    (NFKC), curly vs straight quotes and the final punctuation do not matter."""
+    text = unicodedata.normalize("NFKC", clean_question(question)).translate(_QUOTE_MARKS)
+    return " ".join(text.casefold().split()).rstrip(" ?？!！.。")
 
 
 _WORDS = re.compile(r"\w+")
@@ -124,16 +139,30 @@ def passages_of(paper: Paper, full_text: str | None) -> list[Passage]:
     return out
 
 
-def top_passages(passages: list[Passage], question: str, k: int = TOP_PASSAGES) -> list[Passage]:
-    """The `k` passages BM25 ranks highest for the question, in the paper's order; the first
-    passages (title and abstract) when no word of the question is in the paper."""
+def top_passages(
+    passages: list[Passage], question: str, k: int = TOP_PASSAGES, *, unmatched_chars: int = 0
+) -> list[Passage]:
+    """The `k` passages BM25 ranks highest for the question, in the paper's order.
+
+    When no word of the question is in the paper (a question in Chinese about a paper in English,
+    or "what is it about?"), ranking says nothing: the first passages from the title and abstract
+    on, `k` of them, or as many as fit in `unmatched_chars` characters when that is more.
+    """
     if not passages:
         return []
     bm25 = BM25Okapi([_tokens(p.text) or ["-"] for p in passages])
     scores = bm25.get_scores(_tokens(question))
     ranked = sorted(range(len(passages)), key=lambda i: -scores[i])
-    chosen = [i for i in ranked[:k] if scores[i] > 0] or list(range(min(k, len(passages))))
-    return [passages[i] for i in sorted(chosen)]
+    chosen = [i for i in ranked[:k] if scores[i] > 0]
+    if chosen:
+        return [passages[i] for i in sorted(chosen)]
+    out, size = [], 0
+    for n, p in enumerate(passages):
+        if n >= k and size + len(p.text) > unmatched_chars:
+            break
+        out.append(p)
+        size += len(p.text)
+    return out
 
 
 def build_ask_prompt(paper: Paper, question: str, language: str, passages: list[Passage]) -> str:
@@ -201,7 +230,9 @@ class Asker:
         An LLM failure gives the extractive answer, which is stored under its own key.
         """
         full_text = await self._full_text(paper)
-        passages = top_passages(passages_of(paper, full_text), question)
+        # A question in another language than the paper's matches no passage: the LLM, which reads
+        # both, then gets the paper's text itself (as much as a summary reads) instead of its start.
+        passages = top_passages(passages_of(paper, full_text), question, unmatched_chars=UNMATCHED_CHARS)
         text = PaperText.of(paper, full_text)
         answer: Answer | None = None
         if self.llm is not None:

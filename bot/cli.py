@@ -59,15 +59,7 @@ def _settings() -> tuple[Settings, RedactingFilter]:
         settings = load_settings()
     except ConfigError as exc:
         raise Fail(str(exc), 2) from None
-    secrets = [
-        s.get_secret_value()
-        for s in (
-            settings.telegram_bot_token, settings.discord_bot_token, settings.gemini_api_key, settings.openai_api_key,
-            settings.telegram_webhook_secret,
-        )
-        if s is not None
-    ] + ([settings.db_password] if settings.db_password else [])
-    return settings, setup_logging(settings.log_level, secrets)
+    return settings, setup_logging(settings.log_level, settings.secret_values())
 
 
 def _fail(message: str, code: int) -> typer.Exit:

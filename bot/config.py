@@ -6,7 +6,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -36,6 +36,22 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+_USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/{1,2}[^/@\s:]*:([^/@\s]+)@")
+
+
+def url_password(url: str | None) -> str | None:
+    """The password of a URL's userinfo (`https://user:password@host/...`), None when it has none.
+
+    Proxies and PostgreSQL URLs carry secrets there; libraries (openai, httpx) log request URLs
+    with it at DEBUG, so it is redacted like an API key.
+    """
+    if not url or "@" not in url:
+        return None
+    # Not urlsplit: a URL kept in a Path ("postgresql:/user:pw@host/db") has lost one of its slashes.
+    m = _USERINFO_PASSWORD.match(url)
+    return m[1] if m else None
 
 
 def parse_hhmm(value: str) -> tuple[int, int]:
@@ -159,9 +175,7 @@ class Settings(BaseSettings):
     @property
     def db_password(self) -> str | None:
         """The password inside a PostgreSQL `PAPERBOT_DB`, so that logs and errors can hide it."""
-        from bot.store.backend import url_password
-
-        return url_password(self.db_path)
+        return url_password(str(self.db_path))
 
     @field_validator("telegram_webhook_listen", "metrics_listen")
     @classmethod
@@ -197,7 +211,10 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
-        return None if isinstance(v, str) and not v.strip() else v
+        # Keys and names copied into a .env file bring spaces and line ends along; no key has them.
+        if isinstance(v, str):
+            return v.strip() or None
+        return v
 
     @field_validator("gemini_base_url", "openai_base_url", "telegram_webhook_url", "metrics_listen", mode="before")
     @classmethod
@@ -241,6 +258,22 @@ class Settings(BaseSettings):
         if self.openai_api_key is not None or self.openai_base_url is not None:
             return "openai"
         return "extractive"
+
+    def secret_values(self) -> list[str]:
+        """Every secret among the settings, for log redaction: tokens, keys and URL passwords."""
+        keys = [
+            self.telegram_bot_token, self.discord_bot_token, self.gemini_api_key, self.openai_api_key,
+            self.telegram_webhook_secret,
+        ]
+        urls = [
+            self.telegram_api_base_url, self.gemini_base_url, self.openai_base_url, str(self.db_path),
+            self.telegram_webhook_url,
+        ]
+        passwords = [p for p in map(url_password, urls) if p is not None]
+        # As written (logged URLs keep the encoding) and decoded (as a driver may show it).
+        return [k.get_secret_value() for k in keys if k is not None] + passwords + [
+            unquote(p) for p in passwords if unquote(p) != p
+        ]
 
     @property
     def use_gemini(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from bot import validate
 from bot.app import Components
 from bot.arxiv_source import ArxivUnavailable, PaperNotFound
-from bot.ask import MAX_QUESTION_CHARS, Answer, Asker
+from bot.ask import MAX_QUESTION_CHARS, Answer, Asker, clean_question, normalize_question
 from bot.config import check_timezone, parse_hhmm
 from bot.ids import BadArxivId, parse_arxiv_id
 from bot.models import Chat, Paper, Summary, Topic
@@ -128,6 +129,7 @@ class Service:
         self.settings = c.settings
         self.store = c.store
         self._asker: Asker | None = None
+        self._asking: dict[tuple[str, str, str], asyncio.Future[Answer]] = {}
 
     # --- papers and summaries ------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class Service:
         A cached answer is free; a new one counts against the user's quota (shared with /summary).
         Raises UserError for an empty question or a paper arXiv does not know.
         """
-        question = " ".join(question.split())
+        question = clean_question(question)
         if not question:
             raise UserError(f"Ask a question about the paper, {ASK_EXAMPLE}")
         if len(question) > MAX_QUESTION_CHARS:
@@ -206,9 +208,37 @@ class Service:
         hit = await self._asker.cached(paper, question, lang)
         if hit is not None:
             return hit
-        if user_key is not None:
-            await self.charge_quota(user_key)
-        return await self._asker.ask(paper, question, lang)
+        # The same question already being answered (updates are handled concurrently): wait for
+        # that answer, which is the cached one for this asker, so free.
+        key = (paper.versioned_id, normalize_question(question), lang)
+        pending = self._asking.get(key)
+        if pending is not None:
+            try:
+                return dataclasses.replace(await asyncio.shield(pending), cached=True)
+            except (Exception, asyncio.CancelledError):
+                if not (pending.done() and (pending.cancelled() or pending.exception() is not None)):
+                    raise  # this asker was cancelled, not the other one's question
+                # The other asker's failure (their quota, say) is not this one's: ask anew below.
+        mine: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        # Nobody may be waiting: an exception nobody retrieves must not be logged as lost.
+        mine.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._asking[key] = mine
+        try:
+            if user_key is not None:
+                await self.charge_quota(user_key)
+            answer = await self._asker.ask(paper, question, lang)
+        except Exception as exc:
+            mine.set_exception(exc)
+            raise
+        except BaseException:
+            mine.cancel()
+            raise
+        else:
+            mine.set_result(answer)
+            return answer
+        finally:
+            if self._asking.get(key) is mine:
+                del self._asking[key]
 
     @staticmethod
     def parse_ask(arg: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -32,6 +33,7 @@ from telegram import (
     InputMediaPhoto,
     LinkPreviewOptions,
     Message,
+    MessageOriginChannel,
     ReplyParameters,
     Update,
 )
@@ -52,6 +54,7 @@ from telegram.ext import (
 )
 
 from bot.app import Components
+from bot.ask import Answer
 from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner
 from bot.config import Settings
 from bot.logs import RedactingFilter
@@ -198,11 +201,22 @@ async def send_paper(
     return ids
 
 
-async def remember_post(store: Store | None, chat_id: int | str, ids: Sequence[int], summary: Summary) -> None:
-    """Keep which paper these messages show, so a reply to any of them is a question about it."""
+async def remember_post(
+    store: Store | None, chat_id: int | str, ids: Sequence[int], summary: Summary | Answer
+) -> None:
+    """Keep which paper these messages show, so a reply to any of them is a question about it.
+
+    The messages are out by then: a store that refuses is logged, never raised, or the push would
+    count the post as failed and send it again (replies to it then go unanswered, nothing worse).
+    """
     if store is not None and ids:
         p = summary.paper
-        await store.add_post_messages(Platform.TELEGRAM, str(chat_id), ids, p.arxiv_id, p.version, summary.language)
+        try:
+            await store.add_post_messages(
+                Platform.TELEGRAM, str(chat_id), ids, p.arxiv_id, p.version, summary.language
+            )
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("messages of the post of %s in %s not kept: %s", p.versioned_id, chat_id, exc)
 
 
 async def reply_html(bot: Bot, question: Message, pieces: Sequence[str]) -> list[Message]:
@@ -587,9 +601,20 @@ class TelegramBot:
         post = await self.c.store.post_of_message(
             Platform.TELEGRAM, str(message.chat_id), message.reply_to_message.message_id
         )
+        replied = message.reply_to_message
+        origin = replied.forward_origin
+        if post is None and replied.is_automatic_forward and isinstance(origin, MessageOriginChannel):
+            # A comment in a channel's discussion group: it replies to the copy of the channel's post
+            # that Telegram forwarded there; the original names the post.
+            post = await self.c.store.post_of_message(Platform.TELEGRAM, str(origin.chat.id), origin.message_id)
+            via_channel = True
+        else:
+            via_channel = False
         if post is None:
             return  # a reply to something else: not ours to answer
         chat = await self.service.register_chat(chat_of(message.chat))
+        if via_channel:  # answered in the language the channel's post was written in
+            chat = dataclasses.replace(chat, language=post.language)
         who = message.sender_chat or message.from_user or message.chat
         await self._answer(context.bot, message, chat, post.versioned_id, message.text or "", f"telegram:{who.id}")
 
@@ -605,7 +630,9 @@ class TelegramBot:
                 self._log_failure("a question", exc)
                 await reply_html(bot, question, [escape(FAILED)])
                 return
-            await reply_html(bot, question, answer_html(answer))
+            sent = await reply_html(bot, question, answer_html(answer))
+        # A reply to the answer is a follow-up question about the same paper.
+        await remember_post(self.c.store, question.chat_id, [m.message_id for m in sent], answer)
 
     @staticmethod
     async def _edit(bot: Bot, message: Message, html: str) -> None:

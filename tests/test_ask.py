@@ -14,7 +14,8 @@ import pytest
 from bot.app import Components, build_components
 from bot.ask import passages_of, top_passages
 from bot.config import load_settings
-from bot.models import Paper
+from bot.models import Chat, ChatKind, Paper, Platform
+from bot.service import Service
 from tests.conftest import env_for
 from tests.fakes.arxiv import SEED_ID, SEED_TITLE
 from tests.fakes.discord import USER_ID, FakeDiscord
@@ -281,3 +282,141 @@ async def test_a_paper_without_pdf_text_is_answered_from_its_abstract_and_says_s
     assert "The paper's full text is not available yet; this rests on its title and abstract only." in text
     assert "“A paper with no PDF yet." in text or "(abstract)" in text
     assert "not found in the paper" not in text
+
+
+async def test_a_question_of_invisible_characters_is_empty_and_costs_nothing(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """Zero-width spaces, word joiners and BOMs are not whitespace to str.split(): such a question
+    reached the LLM and was charged."""
+    chat = gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} \u200b\u2060 \ufeff\u200d", ALICE)
+    [reply] = await reply_to(gbot, qid, chat)
+    assert parse_html(reply.params["text"]).startswith("Ask a question about the paper, e.g. /ask 2405.01872")
+    assert fake_gemini.calls == 0
+    assert await gbot.c.store.quota_used(f"telegram:{ALICE['id']}") == 0
+
+
+async def test_the_same_question_in_other_typography_is_the_cached_one(gbot: Bot, fake_gemini: FakeGemini) -> None:
+    chat = gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} What’s the main result?", ALICE)
+    [first] = await reply_to(gbot, qid, chat)
+    # Full-width letters and question mark (a Chinese keyboard), a curly vs straight apostrophe, a
+    # zero-width space pasted along: the same question, so the same answer, free.
+    qid = ask(gbot, chat, f"/ask {SEED_ID} \u200bＷhat's the main\u00a0result？", ALICE)
+    [again] = await reply_to(gbot, qid, chat)
+    assert parse_html(again.params["text"]) == parse_html(first.params["text"])
+    assert fake_gemini.calls == 1
+    assert await gbot.c.store.quota_used(f"telegram:{ALICE['id']}") == 1
+
+
+async def test_a_hostile_question_echoed_in_the_answer_is_plain_text(gbot: Bot, fake_gemini: FakeGemini) -> None:
+    chat = gbot.tg.private_chat(ALICE)
+    hostile = 'Is <b>it</b> & <a href="javascript:x">this</a> </blockquote> better?'
+    qid = ask(gbot, chat, f"/ask {SEED_ID} {hostile}", ALICE)
+    [reply] = await reply_to(gbot, qid, chat)
+    text = parse_html(reply.params["text"])  # the fake refuses what Telegram would not parse
+    assert f"The paper answers: {hostile}" in text
+
+
+async def test_a_question_in_chinese_about_an_english_paper_reads_the_papers_text(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """No word of a Chinese question is in an English paper, so BM25 ranks nothing: the LLM was given
+    the title, abstract and the start of the text only, and could not answer from the rest."""
+    chat = gbot.tg.private_chat(ALICE)
+    tg_chat = await gbot.c.store.ensure_chat(Chat(Platform.TELEGRAM, str(ALICE["id"]), ChatKind.PRIVATE))
+    await Service(gbot.c).change_setting(tg_chat, ["language", "zh"])
+    qid = ask(gbot, chat, f"/ask {SEED_ID} 他们报告的是几次独立运行的中位数？", ALICE)
+    [reply] = await reply_to(gbot, qid, chat)
+    assert "回答" in parse_html(reply.params["text"])
+    prompt = fake_gemini.prompts[-1]
+    assert "Question: 他们报告的是几次独立运行的中位数" in prompt
+    assert "Median of 5 independent runs are reported" in prompt  # page 6 of the PDF
+    assert "(p. 6)" in prompt and len(prompt) < 40_000
+
+
+async def test_a_reply_to_an_answer_is_a_follow_up_question_about_the_same_paper(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    tg, chat = gbot.tg, gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} {QUESTION}", ALICE)
+    [answer] = await reply_to(gbot, qid, chat)
+    follow_up = "And how large is the model?"
+    qid2 = ask(gbot, chat, follow_up, ALICE, reply_to_message=tg.message(chat["id"], answer.result["message_id"]))
+    [reply] = await reply_to(gbot, qid2, chat)
+    text = parse_html(reply.params["text"])
+    assert text.startswith(f"Answer: {SEED_TITLE}") and f"The paper answers: {follow_up}" in text
+    assert fake_gemini.calls == 2
+
+
+async def test_the_same_question_asked_at_once_is_answered_once_and_charged_once(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """Updates are handled concurrently: two people asking the same while the first answer is being
+    written each paid for their own LLM call, though the second answer is the cached first one."""
+    fake_gemini.script(FakeGemini.valid(delay=0.5))
+    alice, bob = gbot.tg.private_chat(ALICE), gbot.tg.private_chat(BOB)
+    q1 = ask(gbot, alice, f"/ask {SEED_ID} {QUESTION}", ALICE)
+    q2 = ask(gbot, bob, f"/ask {SEED_ID} {QUESTION.lower()}", BOB)
+    [a1] = await reply_to(gbot, q1, alice)
+    [a2] = await reply_to(gbot, q2, bob)
+    assert parse_html(a1.params["text"]) == parse_html(a2.params["text"])
+    assert fake_gemini.calls == 1
+    used = [await gbot.c.store.quota_used(f"telegram:{u['id']}") for u in (ALICE, BOB)]
+    assert sorted(used) == [0, 1]
+
+
+@pytest.mark.parametrize("gbot", [{"PAPERBOT_SUMMARY_QUOTA": "1"}], indirect=True)
+async def test_one_askers_spent_quota_does_not_refuse_another_asking_the_same(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    import asyncio
+
+    from bot.service import QuotaExceeded
+
+    service = Service(gbot.c)
+    await service.ask(SEED_ID, "How big is the model?", "en", user_key="alice")  # Alice's one this hour
+    fake_gemini.script(FakeGemini.valid(delay=0.5))
+    refused, answer = await asyncio.gather(
+        service.ask(SEED_ID, QUESTION, "en", user_key="alice"),
+        service.ask(SEED_ID, QUESTION, "en", user_key="bob"),
+        return_exceptions=True,
+    )
+    assert isinstance(refused, QuotaExceeded)
+    assert not isinstance(answer, BaseException) and not answer.cached and answer.text
+    assert await gbot.c.store.quota_used("bob") == 1
+    assert fake_gemini.calls == 2
+
+
+async def test_a_comment_on_a_channel_post_in_its_discussion_group_is_a_question(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """A channel's readers cannot reply in the channel: they comment, in the linked discussion group,
+    on the copy of the post that Telegram forwards there automatically. Those comments went unanswered."""
+    tg = gbot.tg
+    channel = tg.channel(-100400, "Papers daily")
+    registered = await gbot.c.store.ensure_chat(Chat(Platform.TELEGRAM, str(channel["id"]), ChatKind.CHANNEL))
+    await Service(gbot.c).change_setting(registered, ["language", "zh"])
+    tg.push_channel_post(channel, f"/summary {SEED_ID}")
+    card = await gbot.answer(channel, SEED_ID)
+    discussion = tg.group(-100401, "Papers daily chat")
+    forwarded = tg.new_message(
+        discussion, card.params["text"], sender_chat=channel, is_automatic_forward=True,
+        forward_origin={"type": "channel", "chat": channel, "message_id": card.result["message_id"],
+                        "date": card.result["date"]},
+    )
+    tg.push({"message": forwarded})
+    qid = ask(gbot, discussion, QUESTION, BOB, reply_to_message=forwarded)
+    [reply] = await reply_to(gbot, qid, discussion)
+    assert parse_html(reply.params["text"]).startswith(f"回答：{SEED_TITLE}")  # in the channel's language
+    assert await gbot.c.store.quota_used(f"telegram:{BOB['id']}") == 1
+    # A forwarded copy of some other channel's post is not ours to answer for.
+    other = tg.new_message(
+        discussion, "x", sender_chat=channel, is_automatic_forward=True,
+        forward_origin={"type": "channel", "chat": channel, "message_id": 999_999, "date": card.result["date"]},
+    )
+    qid = ask(gbot, discussion, "And this?", BOB, reply_to_message=other)
+    await tg.idle()
+    assert not [c for c in tg.calls_to("sendMessage", discussion["id"])
+                if (c.params.get("reply_parameters") or {}).get("message_id") == qid]

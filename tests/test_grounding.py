@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -247,6 +248,18 @@ def test_a_short_quote_proves_nothing() -> None:
     assert not find_quote("we propose a", text).found
 
 
+def test_a_quote_from_a_chinese_paper_is_found_and_a_short_one_is_not() -> None:
+    """Chinese and Japanese write no spaces: counted by words a whole sentence was one "word", so a
+    verbatim quote of a Chinese paper could never be found."""
+    paper = _paper("2401.00002", "基于扩散模型的钢材表面缺陷图像生成",
+                   "钢材表面缺陷识别是一个具有重要工业价值的问题。数据不足是训练鲁棒缺陷识别网络的主要挑战。"
+                   "我们提出了一种将稳定扩散模型迁移到钢材缺陷图像生成的方法。")
+    text = PaperText.of(paper, None)
+    assert find_quote("数据不足是训练鲁棒缺陷识别网络的主要挑战。", text).found
+    assert not find_quote("我们提出", text).found  # four characters prove nothing, like "we propose a"
+    assert not find_quote("数据充足是训练轻量分类网络的次要问题。", text).found
+
+
 @pytest.mark.parametrize(
     ("written", "paper", "supported"),
     [
@@ -278,6 +291,61 @@ def test_numbers_in_equivalent_forms(written: str, paper: str, supported: bool) 
 def test_words_with_digits_are_not_numbers_of_the_summary() -> None:
     # "F1" and "L2" are names, not claims; a bare number is.
     assert unsupported_numbers(["F1 and L2 regularization, 42 runs"], "nothing here") == ["42"]
+
+
+@pytest.mark.parametrize(
+    ("written", "paper", "flagged"),
+    [
+        # A number that is in the text only inside another number is not in the text.
+        ("reaches 97.3%", "reaches 197.3 points", ["97.3%"]),
+        ("on 1,000 images", "on 11,000 images", ["1,000"]),
+        ("on 1000 images", "on 1,000 images", []),
+        ("by 12 points", "by 12.5 points", ["12"]),
+        ("by 0.5", "arXiv:2405.01872", ["0.5"]),
+        ("a 3x speed-up", "a ×3 speed-up", []),
+        ("a drop of −0.5", "a drop of 0.5", []),  # the sign is not compared (docs/grounding.md)
+        # Tables give a share as a fraction, summaries as a percentage.
+        ("an AUC of 95.1%", "AUC 0.951 on the test set", []),
+        ("an AUC of 95.1%", "AUC 0.915 on the test set", ["95.1%"]),
+        # A learning rate is one number, not a 1 and a 4 that any paper holds.
+        ("a learning rate of 1e-4", "a learning rate of 1e-5 with 4 layers on 1 GPU", ["1e-4"]),
+        ("a learning rate of 3e-4", "we use 1e-4 and 3 seeds", ["3e-4"]),
+        ("a learning rate of 1e-4", "a learning rate of 0.0001", []),
+        ("a learning rate of 0.0001", "a learning rate of 1e-4", []),
+        ("a learning rate of 1E−4", "a learning rate of 1e-4", []),
+        # PDF extraction loses superscripts: 10^{-4} arrives as "10−4" or "10-4".
+        ("a learning rate of 1e-4", "a learning rate of 10−4", []),
+        ("a learning rate of 10^-4", "a learning rate of 10-4", []),
+        ("a learning rate of 10⁻⁴", "a learning rate of 10−4", []),
+        ("a learning rate of 2×10^-5", "a learning rate of 2 × 10−5", []),
+        ("a learning rate of 2×10^-5", "a learning rate of 3 × 10−5 and 2 runs", ["2×10^-5"]),
+        ("10^6 samples", "1,000,000 samples", []),
+        ("10^{6} samples", "1.5 × 106 samples", ["10^{6}"]),
+        ("1.5×10^6 samples", "1.5 × 106 samples", []),
+    ],
+)
+def test_numbers_in_scientific_notation_are_one_number(written: str, paper: str, flagged: list[str]) -> None:
+    assert unsupported_numbers([written], paper) == flagged
+
+
+@pytest.mark.parametrize(
+    ("written", "paper", "flagged"),
+    [
+        # Chinese and Japanese write numbers against the characters around them: no space, and
+        # every CJK character is a word character to `re`.
+        ("该方法准确率为97.3%，比基线高12倍", "accuracy of 97.3% and a 12x gain", []),
+        ("该方法准确率为97.8%，比基线高15倍", "accuracy of 97.3% and a 12x gain", ["97.8%", "15倍"]),
+        ("モデルは97.3%の精度を達成", "reaches 97.3%", []),
+        ("モデルは98.1%の精度を達成", "reaches 97.3%", ["98.1%"]),
+        ("使用了1.5万张图像", "we use 15,000 images", []),
+        ("使用了2万张图像", "we use 15,000 images", ["2万"]),
+        ("参数量为7亿", "a model of 700M parameters", []),
+        # Latin words glued to digits stay names, as in English text.
+        ("基于ResNet50和GPT4", "nothing", []),
+    ],
+)
+def test_numbers_of_a_chinese_or_japanese_summary_are_checked(written: str, paper: str, flagged: list[str]) -> None:
+    assert unsupported_numbers([written], paper) == flagged
 
 
 def test_stored_json_without_evidence_loads_as_unverified() -> None:
@@ -392,3 +460,35 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def _garbled(text: str, every: int) -> str:
+    """`text` with one character in `every` dropped: extraction noise that defeats an exact find."""
+    return "".join(ch for i, ch in enumerate(text) if i % every != every // 2)
+
+
+def test_a_long_quote_is_checked_fast_and_right() -> None:
+    """A hostile model's 10,000-character quote against a 500 KB text: partial_ratio alone took 40 s."""
+    rng = random.Random(7)
+    words = tableformer_text().split()
+    pages = ["\f".join(" ".join(rng.choice(words) for _ in range(4500)) for _ in range(20))]
+    text = PaperText.of(TABLEFORMER, pages[0])
+    assert len(text.joined) > 500_000
+    inside = text.joined[300_000:310_000]  # 10,000 characters, then garbled to 9,950
+    made_up = " ".join(rng.choice(words) for _ in range(1500))[:10_000]
+    started = time.perf_counter()
+    near = find_quote(_garbled(inside, 200), text)
+    far = find_quote(made_up, text)
+    short = find_quote(_garbled(text.joined[123_456:124_056], 100), text)
+    elapsed = time.perf_counter() - started
+    assert near.found and near.score >= MATCH_THRESHOLD and near.page is not None
+    assert short.found
+    assert not far.found and far.score < MATCH_THRESHOLD
+    assert elapsed < 3.0, elapsed
+
+
+def test_a_quote_running_past_the_end_of_the_text_is_not_found() -> None:
+    text = PaperText.of(TABLEFORMER, tableformer_text())
+    tail = text.joined[-1000:] + " " + " ".join(["and then the paper goes on about something else"] * 40)
+    assert not find_quote(tail, text).found
+    assert find_quote(_garbled(text.joined[-1000:], 150), text).found

@@ -6,6 +6,7 @@ which topic matched and which of its terms.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
@@ -204,3 +205,138 @@ def test_sources_and_marks_are_escaped_and_within_limits() -> None:
     assert "(2) ⚠ not found in the paper: “<i>made up</i> & more words here”" in text
     assert "(3) ⚠ not found in the paper: no passage given" in text
     assert all(len(c) <= 2000 for c in breakdown_chunks(summary))
+
+
+def _long_matching_queries(n: int) -> list[str]:
+    """Queries of many long phrases of the seed paper's abstract (all matching), each starting with an
+    alternative full of characters that HTML escaping lengthens fivefold."""
+    words = re.sub(r"[^\w\s-]", " ", SEED_ABSTRACT).split()
+    phrases = [" ".join(words[i : i + 10]) for i in range(0, 80, 10)]
+    return [
+        f'(ti:"{"<&> " * 40}{k}" OR cat:cs.CV) AND ' + " AND ".join(f'abs:"{p}"' for p in phrases)
+        for k in range(n)
+    ]
+
+
+async def test_a_post_matched_by_long_topics_still_fits_and_names_the_topic(components: Components) -> None:
+    """Three matching topics with long queries and long matched terms: the why-it-matched block alone
+    outgrew a message, and the post could not be rendered at all (so the paper never arrived)."""
+    c = components
+    with FakeTelegram() as tg:
+        from telegram.ext import ExtBot
+
+        async with ExtBot(TOKEN, base_url=f"{tg.url}/bot", base_file_url=f"{tg.url}/file/bot") as bot:
+            chat = await c.store.ensure_chat(Chat(Platform.TELEGRAM, str(ALICE["id"]), ChatKind.PRIVATE))
+            paper = await Service(c).find_paper(SEED_ID)
+            topics = [(await c.store.add_topic(chat.id, q))[0] for q in _long_matching_queries(3)]  # type: ignore[arg-type]
+            await c.store.add_matches([(t.id, paper.arxiv_id, date(2024, 5, 6)) for t in topics])
+            await c.store.set_meta("last_announcement", "2024-05-06")
+            report = await push_once(c, force=True, senders={Platform.TELEGRAM: TelegramSender(bot, c.buttons, c.store)})
+            assert report.papers == 1
+            [card] = [call for call in tg.calls_to("sendMessage", ALICE["id"]) if "reply_markup" in call.params]
+            text = parse_html(card.params["text"])  # the fake refuses a text over 4096 or bad HTML
+            assert f"🔎 Matched topic: #{topics[0].id} " in text
+            assert "Key Takeaways" in text  # the takeaways stay; the why block says less
+
+
+def test_why_it_matched_fits_a_caption_and_a_discord_field() -> None:
+    from bot.models import MatchReason
+    from bot.render.discord import FIELD_VALUE_LIMIT, paper_embed
+    from bot.render.telegram import caption_html
+    from tests.test_render import make_summary
+
+    doc = MatchDoc("x", SEED_ABSTRACT, ("A",), ("cs.CV",))
+    why = [MatchReason(i + 1, q, tuple(matched_terms(parse_query(q), doc)))
+           for i, q in enumerate(_long_matching_queries(3))]
+    summary = make_summary()
+    caption = caption_html(summary, why)
+    assert len(caption) <= 1024 and "🔎 Matched topic: #1 " in parse_html(caption)
+    [field] = [f for f in paper_embed(summary, why)["fields"] if f["name"] == "Matched topic"]
+    assert len(field["value"]) <= FIELD_VALUE_LIMIT and field["value"].startswith("🔎 #1 `")
+    assert field["value"].count("**") % 2 == 0  # never cut inside the bold of a term
+
+
+def test_a_number_in_full_width_forms_is_marked_where_it_is_written() -> None:
+    """A Chinese summary may write "９７.３％" or "97.3％": the number was listed as unsupported in its
+    normalised form ("97.3%"), which the renderers could not find in the takeaway to mark it."""
+    from bot.grounding import ground
+    from bot.render.markdown import render_summary_markdown
+    from tests.test_render import chinese_summary
+
+    summary = chinese_summary()
+    summary.content.key_takeaways = ["准确率达到９７.３％。", "速度提升了3.5倍，学习率为10⁻⁴。", "弥合分布差异。"]
+    grounded = ground(summary.content, summary.paper, "accuracy of 90.1% with a 2x speed-up at 10−5")
+    assert grounded.unsupported_numbers == ["９７.３％", "3.5倍", "10⁻⁴"]
+    summary.content = grounded
+    card = parse_html(card_html(summary))
+    assert "准确率达到９７.３％⚠。" in card and "速度提升了3.5倍⚠，学习率为10⁻⁴⚠。" in card
+    assert "3.5倍⚠" in render_summary_markdown(summary)
+
+
+async def test_a_post_whose_message_ids_cannot_be_kept_is_still_delivered_once(components: Components) -> None:
+    """Keeping the post's message ids (for replies) comes after the post is out: its failure must not
+    count as a failed delivery, or the next push sends the whole post again."""
+    c = components
+    with FakeTelegram() as tg:
+        from telegram.ext import ExtBot
+
+        async with ExtBot(TOKEN, base_url=f"{tg.url}/bot", base_file_url=f"{tg.url}/file/bot") as bot:
+            chat = await c.store.ensure_chat(Chat(Platform.TELEGRAM, str(ALICE["id"]), ChatKind.PRIVATE))
+            paper = await Service(c).find_paper(SEED_ID)
+            topic, _ = await c.store.add_topic(chat.id, "cat:cs.CV")  # type: ignore[arg-type]
+            await c.store.add_matches([(topic.id, paper.arxiv_id, date(2024, 5, 6))])
+            await c.store.set_meta("last_announcement", "2024-05-06")
+            await c.store.execute("DROP TABLE post_messages")  # the store refuses the bookkeeping
+            senders = {Platform.TELEGRAM: TelegramSender(bot, c.buttons, c.store)}
+            report = await push_once(c, force=True, senders=senders)
+            assert report.papers == 1 and report.failures == 0, report
+            await push_once(c, force=True, senders=senders)
+            cards = [call for call in tg.calls_to("sendMessage", ALICE["id"]) if "reply_markup" in call.params]
+            assert len(cards) == 1
+
+
+def test_a_summary_with_very_many_unsupported_numbers_still_renders_within_limits() -> None:
+    """A degenerate reply (a results field that counts on and on) lists hundreds of numbers: the
+    notice grew past a message and the post could not be rendered at all."""
+    from bot.render.discord import EMBED_TOTAL_LIMIT, breakdown_chunks, embed_length, paper_embed
+    from bot.render.telegram import breakdown_messages, caption_html
+    from tests.test_render import make_summary
+
+    numbers = [f"{n}.{n % 7}%" for n in range(100, 1100)]
+    summary = make_summary(results="Scores: " + ", ".join(numbers) + ".", unsupported_numbers=numbers)
+    card = parse_html(card_html(summary))
+    assert "⚠ Numbers not found in the paper: 100.2%, 101.3%" in card and "more" in card
+    assert len(caption_html(summary)) <= 1024
+    assert all(len(p) <= 4096 for p in breakdown_messages(summary))
+    embed = paper_embed(summary)
+    assert embed_length(embed) <= EMBED_TOTAL_LIMIT and "Numbers not found" in embed["description"]
+    assert all(len(c) <= 2000 for c in breakdown_chunks(summary))
+
+
+def test_a_discord_embed_with_an_overlong_summary_keeps_the_numbers_notice() -> None:
+    from bot.render.discord import EMBED_TOTAL_LIMIT, embed_length, paper_embed
+    from tests.test_render import make_summary
+
+    summary = make_summary(summary="It reaches 97.3% accuracy " + "and more words " * 400, unsupported_numbers=["97.3%"])
+    embed = paper_embed(summary)
+    assert embed_length(embed) <= EMBED_TOTAL_LIMIT and len(embed["description"]) <= 4096
+    assert embed["description"].endswith("**⚠ Numbers not found in the paper: 97.3%**")
+
+
+def test_a_summary_stored_before_grounding_says_not_checked_not_not_found() -> None:
+    """The breakdown button of an old post loads a summary made before quotes were checked: each
+    takeaway said "not found in the paper", a claim about the paper nobody had checked."""
+    from bot.models import content_from_dict, content_to_dict
+    from bot.render.telegram import breakdown_messages
+    from tests.test_render import make_summary
+
+    summary = make_summary()
+    stored = content_to_dict(summary.content)
+    del stored["evidence"], stored["unsupported_numbers"]
+    summary.content = content_from_dict(stored)
+    card = parse_html(card_html(summary))
+    assert "⚠ not checked against the paper" in card and NOT_FOUND not in card
+    breakdown = "\n".join(parse_html(p) for p in breakdown_messages(summary))
+    assert "Sources" not in breakdown and NOT_FOUND not in breakdown
+    assert render_summary_markdown(summary).count("⚠ not checked against the paper") == 3
+    assert summary.to_json()["evidence"][0] == {"quote": None, "verified": False, "page": None}

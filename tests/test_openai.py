@@ -540,3 +540,90 @@ def test_cli_key_never_in_debug_logs(tmp_path: Path, fake_arxiv, fake_openai: Fa
     assert fake_openai.auth == [f"Bearer {KEY}"]
     assert "DEBUG" in refused.stderr and "chat/completions" in refused.stderr
     assert KEY not in refused.stderr and KEY not in refused.stdout
+
+
+def test_a_password_in_the_base_urls_userinfo_never_reaches_logs_errors_or_status(
+    tmp_path: Path, fake_arxiv, fake_openai: FakeOpenAI
+) -> None:
+    """A proxy URL `http://user:password@host/v1`: the openai SDK logs request URLs at DEBUG."""
+    from tests.fakes.arxiv import SEED_ID
+    from tests.test_cli import paperbot
+
+    password = "pw-SECRET-4f2a9c"
+    env = _env(tmp_path, fake_arxiv, fake_openai, LOG_LEVEL="DEBUG")
+    env["OPENAI_BASE_URL"] = env["OPENAI_BASE_URL"].replace("http://", f"http://proxyuser:{password}@")
+    fake_openai.script(FakeOpenAI.error(400, f"proxy refused proxyuser:{password}"))
+    refused = paperbot(tmp_path, env, "summary", SEED_ID, "--format", "json")
+    assert refused.returncode == 0, refused.stderr
+    assert "chat/completions" in refused.stderr and "proxy refused proxyuser:***" in refused.stderr
+    shown = paperbot(tmp_path, env, "status")
+    for out in (refused.stdout, refused.stderr, shown.stdout, shown.stderr):
+        assert password not in out
+
+
+@pytest.mark.parametrize("suffix", ["", "/v1/chat/completions"])
+async def test_a_base_url_without_the_api_path_says_what_to_set(fake: FakeOpenAI, make, suffix: str) -> None:
+    """`OPENAI_BASE_URL=http://localhost:11434` (Ollama without /v1), or the whole endpoint pasted in."""
+    with pytest.raises(SummarizerError) as wrong:
+        await make(base_url=fake.url + suffix).summarize(PAPER, "en", None)
+    message = str(wrong.value)
+    assert "HTTP 404" in message
+    assert "OPENAI_BASE_URL" in message and "/v1" in message
+
+
+async def test_a_base_url_with_a_trailing_slash_works(fake: FakeOpenAI, make) -> None:
+    content = await make(base_url=fake.base_url + "/").summarize(PAPER, "en", None)
+    assert content.key_takeaways and fake.calls == 1
+
+
+async def test_quotes_stay_with_their_takeaways_when_takeaways_are_dropped(fake: FakeOpenAI, make) -> None:
+    """A blank or repeated takeaway is dropped: its quote must go with it, or every later takeaway
+    is shown with (and verified by) the quote of the one before."""
+    reply = dict(GOOD, key_takeaways=["A.", "  ", "B.", "- A.", "C."],
+                 evidence=["quote of A", "quote of nothing", "quote of B", "quote of A again", "quote of C"])
+    fake.script(FakeOpenAI.content(reply))
+    content = await make().summarize(PAPER, "en", None)
+    assert content.key_takeaways == ["A.", "B.", "C."]
+    assert [e.quote for e in content.evidence or []] == ["quote of A", "quote of B", "quote of C"]
+
+
+async def test_settings_pasted_with_spaces_or_a_newline_still_work(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeOpenAI
+) -> None:
+    """`OPENAI_MODEL=gpt-4o-mini ` in a .env file, a key copied with its line end."""
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+    monkeypatch.setenv("OPENAI_MODEL", f" {MODEL} ")
+    monkeypatch.setenv("OPENAI_API_KEY", f"{KEY}\n")
+    settings = load_settings()
+    assert settings.model_name == f"openai:{MODEL}"
+    fake.expected_key, fake.models = KEY, {MODEL}
+    model = chat_model(settings)
+    assert model is not None
+    try:
+        completion = await model.complete("Summarize JSON", SummarySchema)
+    finally:
+        await model.aclose()
+    assert completion.text and fake.auth == [f"Bearer {KEY}"]
+
+
+async def test_a_reply_cut_off_at_the_output_limit_says_so(fake: FakeOpenAI, make) -> None:
+    """A server's output limit (Ollama's num_predict, a proxy's max_tokens) cuts the JSON: the error
+    said "a reply that is not JSON", which sends the user looking in the wrong place."""
+    fake.script(*[FakeOpenAI.text('{"summary": "cut off by the tok', finish_reason="length")] * 2)
+    with pytest.raises(SummarizerError, match="cut off at the model's output limit"):
+        await make(attempts=2).summarize(PAPER, "en", None)
+    assert fake.calls == 2
+
+
+def test_every_url_password_is_a_secret_to_redact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://proxy-user:p%40ss-Secret1@proxy.example/v1")
+    monkeypatch.setenv("OPENAI_MODEL", MODEL)
+    monkeypatch.setenv("GEMINI_BASE_URL", "https://u:gem-Secret2@gemini-proxy.example")
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    secrets = load_settings().secret_values()
+    assert {KEY, "p%40ss-Secret1", "p@ss-Secret1", "gem-Secret2"} <= set(secrets)
+    from bot.config import url_password
+
+    assert url_password("postgresql://bot:pg-Secret3@db:5432/paperbot") == "pg-Secret3"
+    assert url_password(str(Path("postgresql://bot:pg-Secret3@db:5432/paperbot"))) == "pg-Secret3"
+    assert url_password("https://api.openai.com/v1") is None and url_password("https://h/a@b") is None

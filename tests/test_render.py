@@ -175,7 +175,10 @@ def test_short_authors() -> None:
 
 
 def test_card_has_the_eight_sections_in_order_and_the_provenance() -> None:
-    card = build_card(make_summary())
+    from bot.models import Evidence
+
+    # Sources (9) are there for a summary whose quotes were checked.
+    card = build_card(make_summary(evidence=[Evidence("A passage of the paper itself.", True, 2)] * 3))
     assert [(s.number, s.heading) for s in card.sections] == [
         (1, "Title"), (2, "Authors"), (3, "Affiliation"), (4, "Keywords"),
         (5, "Links"), (6, "Summary"), (7, "Method steps"), (8, "Conclusion"), (9, "Sources"),

@@ -485,3 +485,9 @@ async def test_a_200_that_is_not_an_api_reply_is_retried_then_falls_back(
     other = dataclasses.replace(PAPER, arxiv_id="2005.99999")
     fallen = await service.summarize(other, "en")
     assert fallen.generated_by == "extractive"
+
+
+async def test_a_gemini_reply_cut_off_at_the_output_limit_says_so(fake: FakeGemini, gemini) -> None:
+    fake.script(*[FakeGemini.text('{"summary": "cut off by the tok', finish_reason="MAX_TOKENS")] * 2)
+    with pytest.raises(SummarizerError, match="cut off at the model's output limit"):
+        await gemini(attempts=2).summarize(PAPER, "en", None)

@@ -166,7 +166,9 @@ def marked_takeaways(summary: Summary, labels: Labels) -> list[str]:
     for text, evidence in zip(c.key_takeaways, c.evidence_for_takeaways(), strict=True):
         if text.strip():
             line = mark_numbers(one_line(text), numbers)
-            out.append(line if evidence.verified else f"{line} {labels.not_found}")
+            # A summary stored before grounding existed was never checked: "not found" would be untrue.
+            notice = labels.not_found if c.evidence is not None else labels.not_checked
+            out.append(line if evidence.verified else f"{line} {notice}")
     return out
 
 
@@ -185,8 +187,42 @@ def source_items(summary: Summary, labels: Labels) -> tuple[Item, ...]:
 
 
 def unsupported_note(summary: Summary, labels: Labels) -> str | None:
+    """The notice listing numbers the paper does not hold: the first LISTED_NUMBERS of them (each is
+    also marked where it is written), so a degenerate reply cannot make a post too long to send."""
     numbers = summary.content.unsupported_numbers or []
-    return labels.unsupported_numbers.format(numbers=labels.list_sep.join(numbers)) if numbers else None
+    if not numbers:
+        return None
+    listed = labels.list_sep.join(numbers[:LISTED_NUMBERS])
+    if len(numbers) > LISTED_NUMBERS:
+        listed += labels.more_numbers.format(n=len(numbers) - LISTED_NUMBERS)
+    return labels.unsupported_numbers.format(numbers=listed)
+
+
+LISTED_NUMBERS = 12  # unsupported numbers named in the notice
+WHY_TOPICS = 3  # topics named on a post
+WHY_TERMS = 8  # matched terms named per topic
+WHY_TERM_CHARS = 60
+WHY_QUERY_CHARS = 300
+
+
+def why_shown(why: Sequence[MatchReason]) -> tuple[MatchReason, ...]:
+    """What a post shows of why it matched: WHY_TOPICS topics, each with WHY_TERMS terms, clipped."""
+    return tuple(
+        MatchReason(w.topic_id, clip(one_line(w.query), WHY_QUERY_CHARS),
+                    tuple(clip(one_line(t), WHY_TERM_CHARS) for t in w.terms[:WHY_TERMS]))
+        for w in why[:WHY_TOPICS]
+    )
+
+
+def why_variants(why: Sequence[MatchReason]) -> list[tuple[MatchReason, ...]]:
+    """Ever shorter ways to say why a post matched, for a post that is too long: all of it; the
+    first topic with its terms; the first topic's id and the start of its query. SPEC wants the
+    topic (id and query) named on every pushed post, so the last one is never dropped."""
+    shown = why_shown(why)
+    if not shown:
+        return [()]
+    first = shown[0]
+    return [shown, (first,), (MatchReason(first.topic_id, clip(first.query, 80)),)]
 
 
 def build_card(summary: Summary, why: Sequence[MatchReason] = ()) -> PaperCard:
@@ -224,7 +260,7 @@ def build_card(summary: Summary, why: Sequence[MatchReason] = ()) -> PaperCard:
         Section(7, lb.method_steps, "" if steps else none, tuple(Item("", s) for s in steps)),
         Section(8, lb.conclusion, one_line(c.conclusion) or none),
     ]
-    if c.key_takeaways:
+    if c.key_takeaways and c.evidence is not None:
         sections.append(Section(9, lb.sources, items=source_items(summary, lb)))
     return PaperCard(
         labels=lb,
@@ -245,7 +281,7 @@ def build_card(summary: Summary, why: Sequence[MatchReason] = ()) -> PaperCard:
         notice=" ".join(notice_lines(lb, [summary.generated_by])),
         extractive=summary.is_extractive,
         unsupported_note=unsupported_note(summary, lb),
-        why=tuple(why),
+        why=why_shown(why),
     )
 
 

@@ -14,7 +14,16 @@ from discord.utils import escape_markdown, escape_mentions
 
 from bot.models import MatchReason, Summary
 from bot.render.answer import answer_view
-from bot.render.card import PaperCard, Token, breakdown_sections, build_card, clip, split_tokens, utf16_len
+from bot.render.card import (
+    PaperCard,
+    Token,
+    breakdown_sections,
+    build_card,
+    clip,
+    split_tokens,
+    utf16_len,
+    why_variants,
+)
 
 if TYPE_CHECKING:  # the renderers only read an Answer; bot.ask brings in the retrieval stack
     from bot.ask import Answer
@@ -59,15 +68,21 @@ def embed_length(embed: dict[str, Any]) -> int:
     return sum(utf16_len(p) for p in parts)
 
 
-def why_text(card: PaperCard) -> str:
-    """The topics that matched a pushed paper: "#id `query`" and the matched terms in bold."""
-    lines = []
-    for why in card.why[:3]:
-        topic = f"#{why.topic_id} " if why.topic_id is not None else ""
-        terms = ", ".join(f"**{_esc(t)}**" for t in why.terms[:8])
-        query = clip(why.query, 300).replace("`", "'")
-        lines.append(f"🔎 {topic}`{query}`" + (f" — {terms}" if terms else ""))
-    return "\n".join(lines)
+def why_text(card: PaperCard, limit: int = FIELD_VALUE_LIMIT) -> str:
+    """The topics that matched a pushed paper: "#id `query`" and the matched terms in bold, as
+    much of it as fits in `limit` (never cut inside the Markdown)."""
+    text = ""
+    for why in why_variants(card.why):
+        lines = []
+        for w in why:
+            topic = f"#{w.topic_id} " if w.topic_id is not None else ""
+            terms = ", ".join(f"**{_esc(t)}**" for t in w.terms)
+            query = w.query.replace("`", "'")
+            lines.append(f"🔎 {topic}`{query}`" + (f" — {terms}" if terms else ""))
+        text = "\n".join(lines)
+        if utf16_len(text) <= limit:
+            return text
+    return clip(text, limit)  # one topic's start: at most a hundred characters, in a code span
 
 
 def paper_embed(summary: Summary, why: Sequence[MatchReason] = ()) -> dict[str, Any]:
@@ -90,7 +105,7 @@ def paper_embed(summary: Summary, why: Sequence[MatchReason] = ()) -> dict[str, 
     # The slice only guards against an absurd code URL from the LLM; real links are far shorter.
     fields.append({"name": lb.links, "value": " · ".join(links)[:FIELD_VALUE_LIMIT], "inline": False})
     if card.why:
-        fields.append({"name": lb.matched, "value": clip(why_text(card), FIELD_VALUE_LIMIT), "inline": False})
+        fields.append({"name": lb.matched, "value": why_text(card), "inline": False})
     embed: dict[str, Any] = {
         "type": "rich",
         "title": _fit(card.title, TITLE_LIMIT),
@@ -107,8 +122,9 @@ def paper_embed(summary: Summary, why: Sequence[MatchReason] = ()) -> dict[str, 
         room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - embed_length({**embed, "description": ""}))
         if utf16_len(embed["description"]) <= room:
             return embed
-    # Even the summary alone is too long: clip it.
-    embed["description"] = f"**{lb.summary}**\n" + _fit(card.summary, room - utf16_len(lb.summary) - 5)
+    # Even the summary alone is too long: clip it, keeping the notice of numbers not found.
+    room -= utf16_len(note)
+    embed["description"] = f"**{lb.summary}**\n" + _fit(card.summary, room - utf16_len(lb.summary) - 5) + note
     return embed
 
 

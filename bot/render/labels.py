@@ -46,7 +46,9 @@ class Labels:
     more_papers: str
     # Grounding, "why it matched" and /ask (bot.grounding, bot.ask).
     not_found: str = "⚠ not found in the paper"
+    not_checked: str = "⚠ not checked against the paper"  # summaries made before quotes were checked
     unsupported_numbers: str = "⚠ Numbers not found in the paper: {numbers}"
+    more_numbers: str = " and {n} more"  # after the numbers listed
     sources: str = "Sources"
     page: str = "p. {page}"
     in_abstract: str = "abstract"
@@ -131,7 +133,9 @@ ZH = Labels(
     figures="点此查看论文截图",
     more_papers="今天的更多论文：",
     not_found="⚠ 未在论文中找到",
+    not_checked="⚠ 未与论文原文核对",
     unsupported_numbers="⚠ 以下数字未在论文中找到：{numbers}",
+    more_numbers=" 等另外 {n} 个",
     sources="出处",
     page="第 {page} 页",
     in_abstract="摘要",

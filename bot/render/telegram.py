@@ -26,6 +26,7 @@ from bot.render.card import (
     short_authors,
     split_tokens,
     utf16_len,
+    why_variants,
 )
 from bot.render.labels import labels_for
 
@@ -89,22 +90,25 @@ def _compose(card: PaperCard, takeaways: Sequence[str], *, caption: bool) -> str
 def why_html(card: PaperCard) -> str:
     """The topics that matched a pushed paper: "#id query" and the matched terms, underlined."""
     lines = []
-    for why in card.why[:3]:
+    for why in card.why:
         topic = f"#{why.topic_id} " if why.topic_id is not None else ""
-        terms = ", ".join(f"<b><u>{escape(t)}</u></b>" for t in why.terms[:8])
+        terms = ", ".join(f"<b><u>{escape(t)}</u></b>" for t in why.terms)
         lines.append(
-            f"🔎 {escape(card.labels.matched)}{card.labels.colon}{topic}<code>{escape(clip(why.query, 300))}</code>"
+            f"🔎 {escape(card.labels.matched)}{card.labels.colon}{topic}<code>{escape(why.query)}</code>"
             + (f" — {terms}" if terms else "")
         )
     return "\n".join(lines)
 
 
 def _fit(card: PaperCard, limit: int, compose: Callable[[PaperCard, Sequence[str]], str]) -> str:
-    """Drop takeaways from the end until it fits; failing that, shorten the longest free text."""
+    """Say less of why it matched, then drop takeaways from the end, until it fits; failing that,
+    shorten the longest free text."""
     for n in range(len(card.takeaways), -1, -1):
-        text = compose(card, card.takeaways[:n])
-        if utf16_len(text) <= limit:
-            return text
+        for why in why_variants(card.why):
+            text = compose(replace(card, why=why), card.takeaways[:n])
+            if utf16_len(text) <= limit:
+                return text
+    card = replace(card, why=why_variants(card.why)[-1])
     while (over := utf16_len(text) - limit) > 0:
         fields = {"comment": card.comment or "", "title_translated": card.title_translated or "",
                   "summary": card.summary, "title": card.title}

@@ -68,11 +68,6 @@ def redact_url(target: str | Path) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def url_password(target: str | Path) -> str | None:
-    """The password inside a PostgreSQL URL (so that logging can redact it), else None."""
-    return urlsplit(str(target)).password if is_postgres_url(target) else None
-
-
 # --- dialect ------------------------------------------------------------------------------
 
 _PARAM_OR_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?")

@@ -36,10 +36,12 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """One LLM reply: the raw text (JSON expected) and its token usage."""
+    """One LLM reply: the raw text (JSON expected), its token usage, and whether the model stopped
+    at its output limit (OpenAI's finish_reason "length", Gemini's MAX_TOKENS) mid-reply."""
 
     text: str
     usage: Usage
+    cut_off: bool = False
 
 
 class ChatModel(Protocol):

@@ -100,7 +100,9 @@ class GeminiModel:
             input_tokens=(meta.prompt_token_count or 0) if meta else 0,
             output_tokens=(meta.candidates_token_count or 0) if meta else 0,
         )
-        return Completion(response.text or "", usage)
+        candidates = response.candidates or []
+        cut_off = bool(candidates) and candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+        return Completion(response.text or "", usage, cut_off)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text

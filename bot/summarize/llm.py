@@ -110,6 +110,15 @@ _BULLET = re.compile(r"^\s*(?:[-*•]|\(?\d+[.)])\s*")
 def _repair(data: dict[str, Any]) -> dict[str, Any]:
     """Forgive what is harmless: a list sent as one string, stray bullets, too many takeaways."""
     out = dict(data)
+    takeaways, quotes = out.get("key_takeaways"), out.get("evidence")
+    if isinstance(takeaways, list) and isinstance(quotes, list):
+        # Quotes align with takeaways: a takeaway dropped below (blank, repeated) takes its quote along.
+        kept: dict[str, Any] = {}
+        for i, t in enumerate(takeaways):
+            text = _BULLET.sub("", t).strip() if isinstance(t, str) else ""
+            if text and text not in kept:
+                kept[text] = quotes[i] if i < len(quotes) else None
+        out["key_takeaways"], out["evidence"] = list(kept), list(kept.values())
     for key in ("key_takeaways", "keywords", "method", "affiliations"):
         value = out.get(key)
         if isinstance(value, str):
@@ -206,7 +215,14 @@ class LlmSummarizer:
         async def once() -> T:
             completion: Completion = await self.model.complete(prompt, schema)
             await self._report_usage(completion.usage)
-            return parse(completion.text)
+            try:
+                return parse(completion.text)
+            except TransientLLMError:
+                if completion.cut_off:  # the cause, rather than the broken JSON it left
+                    raise TransientLLMError(
+                        "a reply cut off at the model's output limit (raise the server's max output tokens)"
+                    ) from None
+                raise
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),

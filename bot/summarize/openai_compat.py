@@ -29,7 +29,7 @@ import httpx
 import openai
 from pydantic import BaseModel, SecretStr
 
-from bot.config import is_loopback_url
+from bot.config import is_loopback_url, url_password
 from bot.summarize.base import Completion, SummarizerError, TransientLLMError, Usage
 from bot.summarize.llm import LlmSummarizer, UsageHook
 
@@ -73,6 +73,18 @@ def refuses_json_schema(exc: openai.APIStatusError) -> bool:
         return False
     text = f"{exc.message} {getattr(exc, 'param', '') or ''}".lower()
     return "response_format" in text or "json_schema" in text
+
+
+_BASE_URL_HINT = (
+    "Set OPENAI_BASE_URL to the API's base, which usually ends in /v1 and never in /chat/completions "
+    "(e.g. http://localhost:11434/v1 for Ollama, https://api.openai.com/v1)"
+)
+
+
+def _is_api_error(exc: openai.APIStatusError) -> bool:
+    """An error body as OpenAI-compatible APIs send it (`{"error": {"message": ...}}`), not a web
+    server's page: the SDK hands the inner object over as the body."""
+    return isinstance(exc.body, dict) and isinstance(exc.body.get("message"), str)
 
 
 def _names_param(exc: openai.APIStatusError, param: str) -> bool:
@@ -124,7 +136,10 @@ class OpenAIModel:
         self.model_key = f"openai:{model}"
         self.temperature = temperature
         self._secret = api_key.get_secret_value() if api_key is not None else ""
+        # A proxy's password in the URL's userinfo is as secret as the key.
+        self._secrets = [x for x in (self._secret, url_password(base_url)) if x]
         self._host = urlsplit(base_url).netloc.rpartition("@")[2]  # never a user:password@ part
+        self._path = urlsplit(base_url).path.rstrip("/")
         self._json_schema = True  # until the server refuses it
         if urlsplit(base_url).scheme == "http" and not is_loopback_url(base_url):
             log.warning(
@@ -149,6 +164,9 @@ class OpenAIModel:
             detail = self._detail(exc)
             if exc.status_code in _RETRY_STATUS or exc.status_code >= 500:
                 raise TransientLLMError(detail, retry_after=retry_after(exc.response.headers)) from None
+            if exc.status_code == 404 and not _is_api_error(exc):
+                # Not the API's own "no such model" but no API at all under that path.
+                detail += f" ({self._path}/chat/completions is not an API endpoint there). {_BASE_URL_HINT}"
             raise SummarizerError(f"{self.vendor} at {self._host} refused the request: {detail}") from None
         except openai.APITimeoutError:
             raise TransientLLMError("no answer (timeout)") from None
@@ -211,7 +229,8 @@ class OpenAIModel:
         if refusal:
             # The model declined (OpenAI's structured-output refusal): asking again gets the same answer.
             raise SummarizerError(f"the model {self.model} declined: {self._redact(str(refusal))[:300]}")
-        return Completion((message.content if message else None) or "", tokens)
+        cut_off = bool(choices) and getattr(choices[0], "finish_reason", None) == "length"
+        return Completion((message.content if message else None) or "", tokens, cut_off)
 
     def _detail(self, exc: openai.APIStatusError) -> str:
         """`HTTP 429 rate_limit_exceeded: Rate limit reached ...` from OpenAI's error body, key removed."""
@@ -224,7 +243,9 @@ class OpenAIModel:
         return self._redact(f"{head}: {message}")[:500]
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def aclose(self) -> None:
         await self._client.close()
