@@ -43,6 +43,11 @@ class Components:
 
 async def build_components(settings: Settings) -> Components:
     store = await Store.open(settings.db_path)
+    try:
+        buttons = await load_signer(store)
+    except BaseException:
+        await store.close()  # an open connection would keep the process alive
+        raise
     metrics = Metrics()
     limiter = RateLimiter(settings.arxiv_interval)
     arxiv = ArxivSource(settings.arxiv_api_url, settings.arxiv_rss_url, limiter)
@@ -58,7 +63,7 @@ async def build_components(settings: Settings) -> Components:
     summaries = SummaryService(
         store, primary, fallback=extractive, text_source=pdfs.paper_text, on_summary=metrics.summary
     )
-    return Components(settings, store, limiter, arxiv, pdfs, summaries, await load_signer(store), metrics)
+    return Components(settings, store, limiter, arxiv, pdfs, summaries, buttons, metrics)
 
 
 def chat_model(settings: Settings) -> ChatModel | None:
