@@ -34,7 +34,7 @@ from bot.app import Components
 from bot.config import parse_hhmm
 from bot.models import Chat, Delivery, DeliveryStatus, Paper, Platform, Summary
 from bot.why import match_reasons
-from bot.sender import ChatGone, ChatMoved, PermanentSendError, Sender, TransientSendError
+from bot.sender import ChatGone, ChatMoved, PartlySent, PermanentSendError, Sender, TransientSendError
 from bot.store.ledger import HeaderRow
 
 log = logging.getLogger(__name__)
@@ -358,10 +358,13 @@ class _Target:
         try:
             return await send(self.chat)
         except ChatMoved as exc:
-            log.info("chat %s:%s moved to %s", self.chat.platform, self.chat.chat_id, exc.new_chat_id)
-            await self.c.store.migrate_chat(self.chat.platform, self.chat.chat_id, exc.new_chat_id)
-            self.chat = replace(self.chat, chat_id=exc.new_chat_id)
+            await self.moved(exc)
             return await send(self.chat)
+
+    async def moved(self, exc: ChatMoved) -> None:
+        log.info("chat %s:%s moved to %s", self.chat.platform, self.chat.chat_id, exc.new_chat_id)
+        await self.c.store.migrate_chat(self.chat.platform, self.chat.chat_id, exc.new_chat_id)
+        self.chat = replace(self.chat, chat_id=exc.new_chat_id)
 
 
 def _describe(exc: BaseException) -> str:
@@ -410,21 +413,35 @@ async def _send(
     ids = await c.store.ledger_claim([r.id for r in rows])
     if not ids:
         return 0, None  # another pusher took them
+    done = 0
     try:
-        await target.call(send)
+        try:
+            await target.call(send)
+        except PartlySent as part:
+            # A list in several messages stopped half way: the papers that went out are sent,
+            # and only the rest meets the error (a retry sent the whole list again).
+            out = [r.id for r in rows if r.id in ids and r.arxiv_id in part.sent]
+            await c.store.ledger_sent(out)
+            target.sent.update(out)
+            ids, done = [i for i in ids if i not in out], len(out)
+            raise part.error from part
     except ChatGone:
         await c.store.ledger_released(ids, "chat gone")
         raise
+    except ChatMoved as exc:  # from a PartlySent: the rest goes to the new id at the next push
+        await target.moved(exc)
+        await c.store.ledger_released(ids, "chat moved")
+        return done, None
     except Exception as exc:  # noqa: BLE001 - recorded on the rows and tried again after their backoff
         first_row = rows[0]
         retry_at, first, give_up = policy.after_failure(exc, first_row.attempts + 1, first_row.first_failed_at)
         await c.store.ledger_failed(ids, _describe(exc), retry_at=retry_at, first_failed=first, give_up=give_up)
-        await _failed(c, target.chat, ", ".join(r.arxiv_id for r in rows), exc, report, given_up=give_up)
+        await _failed(c, target.chat, ", ".join(r.arxiv_id for r in rows if r.id in ids), exc, report, given_up=give_up)
         down = isinstance(exc, TransientSendError) and not give_up
-        return 0, retry_at if down else None
+        return done, retry_at if down else None
     await c.store.ledger_sent(ids)
     target.sent.update(ids)
-    return len(ids), None
+    return done + len(ids), None
 
 
 async def _gone(c: Components, chat: Chat, exc: ChatGone, report: PushReport) -> None:

@@ -69,7 +69,7 @@ from bot.render.telegram import (
     digest_header_html,
     split_html,
 )
-from bot.sender import ChatGone, ChatMoved, PermanentSendError, TransientSendError
+from bot.sender import ChatGone, ChatMoved, PartlySent, PermanentSendError, TransientSendError
 from bot.service import HELP_TEXT, Service, UserError, quota_note
 from bot.store import Store
 from bot.validate import clean
@@ -271,9 +271,16 @@ class TelegramSender:
         await remember_post(self.store, chat.chat_id, ids, summary)
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
-        async with self._guard(chat):
-            for piece in compact_list_html(papers, labels_for(chat.language).more_papers):
-                await say(self.bot, Target(tg_chat_id(chat)), piece)
+        sent: list[str] = []
+        for piece in compact_list_html(papers, labels_for(chat.language).more_papers):
+            try:
+                async with self._guard(chat):
+                    await say(self.bot, Target(tg_chat_id(chat)), piece)
+            except Exception as exc:
+                if sent:  # the messages before this one are in the chat: not to be sent again
+                    raise PartlySent(sent, exc) from exc
+                raise
+            sent += [p.arxiv_id for p in papers if f'href="{escape(p.abs_url)}"' in piece]
 
     @contextlib.asynccontextmanager
     async def _guard(self, chat: Chat) -> AsyncIterator[None]:

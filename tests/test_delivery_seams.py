@@ -55,3 +55,68 @@ async def test_a_lagging_paper_awaited_for_two_topics_reaches_both_chats(c: Comp
     await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
     assert sender.papers_to("100") == [a, b]
     assert sender.papers_to("200") == [b]
+
+
+async def test_a_list_in_several_messages_is_not_sent_again_from_its_start(
+    c: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """The papers over a chat's maximum go out as a list that may take several messages. When a
+    later one fails (a 502), the papers of the messages that went out are delivered: the retry
+    sends the rest only. It sent the whole list again, so its first messages came twice without
+    any crash."""
+    from telegram.ext import ExtBot
+
+    from bot.telegram_bot import TelegramSender
+    from tests.fakes.telegram import TOKEN, FakeTelegram
+
+    chat = await subscribe(c, "100", "cat:cs.CV", max_papers=1)
+    ids = add_papers(fake_arxiv, "30", [f"Paper {n} " + "on a long title " * 22 for n in range(40)])
+    fake_arxiv.set_listing("cs.CV", MONDAY, ids)
+    await subscribed_last_week(c)
+    await Poller(c, clock=lambda: at(MONDAY, 8)).run_once()
+    with FakeTelegram() as tg:
+        async with ExtBot(TOKEN, base_url=f"{tg.url}/bot", base_file_url=f"{tg.url}/file/bot") as bot:
+            senders = {Platform.TELEGRAM: TelegramSender(bot, c.buttons, c.store)}
+            # header, the one full post, the list's first message: then the second one fails.
+            tg.fail("sendMessage", 100, 502, "Bad Gateway", after=3)
+            first = await push_once(c, senders=senders, clock=lambda: at(MONDAY, 12))
+            assert first.failures == 1 and 0 < first.listed < len(ids) - 1, first
+            second = await push_once(c, senders=senders, clock=lambda: at(MONDAY, 13))
+            assert second.papers + second.listed == len(ids) - 1 - first.listed, second
+            texts = [call.params["text"] for call in tg.calls_to("sendMessage", 100) if call.error is None]
+    for aid in ids:
+        assert sum(text.count(f"arxiv.org/abs/{aid}") for text in texts) == 1, aid
+    assert chat.id is not None
+    assert {d.status for d in await c.store.ledger_rows(chat.id)} == {"sent"}
+
+
+async def test_discord_names_the_papers_of_a_list_that_went_out_before_a_failure(
+    components: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through discord.py's REST client against the fake Discord: a list of three
+    messages whose second is refused (Missing Permissions) says which papers reached the channel."""
+    from pydantic import SecretStr
+
+    from bot.discord_bot import paper_line, rest_sender
+    from bot.models import Chat, ChatKind, Paper
+    from bot.sender import PartlySent, PermanentSendError
+    from tests.fakes.discord import FakeDiscord
+    from tests.test_discord import PUSH_CHANNEL, TOKEN
+
+    papers = [
+        Paper(arxiv_id=f"2405.4{n:04d}", version=1, title=f"Paper {n} " + "on a long title " * 20,
+              authors=["Ada"], abstract="x", categories=["cs.CV"], published=datetime(2024, 5, 3, tzinfo=UTC),
+              updated=datetime(2024, 5, 3, tzinfo=UTC), abs_url=f"https://arxiv.org/abs/2405.4{n:04d}v1")
+        for n in range(20)
+    ]
+    with FakeDiscord(TOKEN) as fake:
+        fake.install(monkeypatch)
+        components.settings.discord_bot_token = SecretStr(TOKEN)
+        fake.fail_channel(PUSH_CHANNEL, 403, 50013, "Missing Permissions", after=1)
+        async with rest_sender(components) as sender:
+            with pytest.raises(PartlySent) as raised:
+                await sender.send_paper_list(Chat(Platform.DISCORD, str(PUSH_CHANNEL), ChatKind.GUILD), papers)
+        [first] = fake.in_channel(PUSH_CHANNEL)
+    assert isinstance(raised.value.error, PermanentSendError)
+    shown = {p.arxiv_id for p in papers if paper_line(p) in first.content}
+    assert 0 < len(shown) < len(papers) and raised.value.sent == shown
