@@ -39,7 +39,9 @@ from telegram import (
 )
 from telegram import Chat as TgChat
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
-from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
+)
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -350,12 +352,13 @@ class PacedRateLimiter(BaseRateLimiter[int]):
                     try:
                         return await callback(*args, **kwargs)
                     except RetryAfter as exc:
-                        if attempt == (rate_limit_args or self._max_retries):
-                            raise
                         wait = getattr(exc, "_retry_after", None)
                         seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait or 1)
+                        # Paused also when this request gives up: the other sends must still wait.
                         self._paused_until = max(self._paused_until, loop.time() + seconds + 0.1)
                         log.info("Telegram asked to wait %.0f s; every send waits", seconds)
+                        if attempt == (rate_limit_args or self._max_retries):
+                            raise
                     finally:
                         if posting:
                             self._next_chat[chat_id] = loop.time() + self._chat_gap
@@ -408,6 +411,13 @@ async def push_bot(
         # As in `run`: a media group of four figures takes longer than the 5 s default.
         request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
     )
+    try:
+        await bot.initialize()  # getMe
+    except InvalidToken:
+        # PTB's message repeats the token; this one says what to fix.
+        with contextlib.suppress(Exception):
+            await bot.shutdown()
+        raise UserError("Telegram rejected TELEGRAM_BOT_TOKEN (401 Unauthorized); check the token with @BotFather.", 1) from None
     async with bot:
         yield bot
 

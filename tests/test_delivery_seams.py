@@ -120,3 +120,53 @@ async def test_discord_names_the_papers_of_a_list_that_went_out_before_a_failure
     assert isinstance(raised.value.error, PermanentSendError)
     shown = {p.arxiv_id for p in papers if paper_line(p) in first.content}
     assert 0 < len(shown) < len(papers) and raised.value.sent == shown
+
+
+async def test_paperbot_push_with_a_rejected_telegram_token_says_so_and_touches_nothing(
+    c: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """`paperbot push` opens its own Bot API client once the lock is held and a chat is due; a
+    token the Bot API rejects (getMe 401) was "InvalidToken: Unauthorized", naming nothing to fix."""
+    from pydantic import SecretStr
+
+    from bot.senders import push_senders
+    from bot.service import UserError
+    from tests.fakes.telegram import TOKEN, FakeTelegram
+
+    chat = await subscribe(c, "100", "cat:cs.CV")
+    ids = add_papers(fake_arxiv, "50", ["Alpha"])
+    fake_arxiv.set_listing("cs.CV", MONDAY, ids)
+    await subscribed_last_week(c)
+    await Poller(c, clock=lambda: at(MONDAY, 8)).run_once()
+    with FakeTelegram() as tg:
+        c.settings.telegram_bot_token = SecretStr("123:wrong-" + TOKEN)
+        c.settings.telegram_api_base_url = tg.url
+        with pytest.raises(UserError) as err:
+            await push_once(c, force=True, senders=lambda: push_senders(c.settings, c), wait=False)
+    assert "TELEGRAM_BOT_TOKEN" in str(err.value) and "wrong" not in str(err.value)
+    assert err.value.exit_code == 1
+    assert chat.id is not None and await c.store.ledger_rows(chat.id) == []
+
+
+async def test_a_flood_wait_the_limiter_gives_up_on_still_pauses_every_send(c: Components) -> None:
+    """A 429 whose retry_after outlasts the limiter's retries becomes a failure of that message
+    (tried again after a backoff); the other chats' sends must still wait out the retry_after.
+    They went on at once, into more 429s (Telegram lengthens the wait for a bot that ignores it)."""
+    import asyncio
+
+    from telegram.error import RetryAfter
+    from telegram.ext import ExtBot
+
+    from bot.telegram_bot import PacedRateLimiter
+    from tests.fakes.telegram import TOKEN, FakeTelegram
+
+    with FakeTelegram() as tg:
+        limiter = PacedRateLimiter(max_retries=0)
+        async with ExtBot(TOKEN, base_url=f"{tg.url}/bot", base_file_url=f"{tg.url}/file/bot", rate_limiter=limiter) as bot:
+            tg.retry_after("sendMessage", 100, seconds=1)
+            with pytest.raises(RetryAfter):
+                await bot.send_message(100, "first")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await bot.send_message(200, "another chat")
+            assert loop.time() - started >= 0.9
