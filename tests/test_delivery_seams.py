@@ -170,3 +170,43 @@ async def test_a_flood_wait_the_limiter_gives_up_on_still_pauses_every_send(c: C
             started = loop.time()
             await bot.send_message(200, "another chat")
             assert loop.time() - started >= 0.9
+
+
+async def test_a_stop_mid_push_lets_the_sends_in_flight_finish_and_starts_no_more(
+    c: Components, fake_arxiv: FakeArxiv
+) -> None:
+    """SIGTERM during a push (a deploy): `run` gives the step in progress 5 s, then cancels it,
+    and every message in flight (one per chat being pushed, up to 64) was left `sending` and sent
+    again at the next start. Once stopping, the push must claim no new message, so the messages
+    in flight finish within the grace and nothing repeats."""
+    import asyncio
+
+    from bot.models import Chat, Summary
+    from bot.runner import until_stopped
+    from bot.scheduler import Scheduler
+
+    stop = asyncio.Event()
+
+    class StoppedMidPush(RecordingSender):
+        async def send_paper(self, chat: Chat, summary: Summary, images: list, why: object = None) -> None:  # type: ignore[type-arg]
+            stop.set()  # SIGTERM arrives while this post is on its way
+            await asyncio.sleep(0.05)
+            await super().send_paper(chat, summary, images, why)
+
+    chat = await subscribe(c, "100", "cat:cs.CV", timezone="UTC", push_time="09:00")
+    ids = add_papers(fake_arxiv, "60", ["Alpha", "Beta", "Gamma"])
+    fake_arxiv.set_listing("cs.CV", MONDAY, ids)
+    await subscribed_last_week(c)
+    await Poller(c, clock=lambda: at(MONDAY, 8)).run_once()
+    sender = StoppedMidPush()
+    scheduler = Scheduler(c, {Platform.TELEGRAM: sender}, clock=lambda: at(MONDAY, 10), tick=0.01)
+    await asyncio.wait_for(until_stopped(scheduler.run(stop), stop, grace=5), 10)
+
+    assert sender.papers_to("100") == ids[:1]
+    assert chat.id is not None
+    rows = {d.arxiv_id: (d.status, d.attempts) for d in await c.store.ledger_rows(chat.id)}
+    assert rows == {ids[0]: ("sent", 1), ids[1]: ("pending", 0), ids[2]: ("pending", 0)}
+    # The next start sends the rest without a second header, nothing twice.
+    after = RecordingSender()
+    await push_once(c, senders={Platform.TELEGRAM: after}, clock=lambda: at(MONDAY, 11))
+    assert after.papers_to("100") == ids[1:] and [k for k, *_ in after.log].count("header") == 0
