@@ -48,6 +48,7 @@ async def test_a_lagging_paper_awaited_for_two_topics_reaches_both_chats(c: Comp
     await subscribe(c, "200", "cat:cs.CV AND ti:diffusion")  # after the poll: the listing is matched again for it
     report = await Poller(c, clock=lambda: at(MONDAY, 9)).run_once()
     assert [r[0] for r in await c.store.awaiting_papers()] == [b]
+    assert report.awaiting == 1 and "1 announced paper(s) not in the API yet" in str(report)  # not 2
     fake_arxiv.lagging.clear()
     await Poller(c, clock=lambda: at(MONDAY, 10)).run_once()
 
