@@ -12,7 +12,7 @@ import pytest
 from bot.app import Components
 from bot.arxiv_source import ArxivSource
 from bot.delivery import push_once
-from bot.models import Platform
+from bot.models import Paper, Platform
 from bot.poller import Poller
 from tests.fakes.arxiv import FakeArxiv
 from tests.test_poller import subscribed_last_week
@@ -31,6 +31,14 @@ async def c(components: Components) -> AsyncIterator[Components]:
 
 def at(day: date, hour: int = 12) -> datetime:
     return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def paper(arxiv_id: str, title: str = "A paper") -> Paper:
+    return Paper(
+        arxiv_id=arxiv_id, version=1, title=title, authors=["Ada"], abstract="x", categories=["cs.CV"],
+        published=datetime(2024, 5, 3, tzinfo=UTC), updated=datetime(2024, 5, 3, tzinfo=UTC),
+        abs_url=f"https://arxiv.org/abs/{arxiv_id}v1",
+    )
 
 
 async def test_a_lagging_paper_awaited_for_two_topics_reaches_both_chats(c: Components, fake_arxiv: FakeArxiv) -> None:
@@ -99,17 +107,12 @@ async def test_discord_names_the_papers_of_a_list_that_went_out_before_a_failure
     from pydantic import SecretStr
 
     from bot.discord_bot import paper_line, rest_sender
-    from bot.models import Chat, ChatKind, Paper
+    from bot.models import Chat, ChatKind
     from bot.sender import PartlySent, PermanentSendError
     from tests.fakes.discord import FakeDiscord
     from tests.test_discord import PUSH_CHANNEL, TOKEN
 
-    papers = [
-        Paper(arxiv_id=f"2405.4{n:04d}", version=1, title=f"Paper {n} " + "on a long title " * 20,
-              authors=["Ada"], abstract="x", categories=["cs.CV"], published=datetime(2024, 5, 3, tzinfo=UTC),
-              updated=datetime(2024, 5, 3, tzinfo=UTC), abs_url=f"https://arxiv.org/abs/2405.4{n:04d}v1")
-        for n in range(20)
-    ]
+    papers = [paper(f"2405.4{n:04d}", f"Paper {n} " + "on a long title " * 20) for n in range(20)]
     with FakeDiscord(TOKEN) as fake:
         fake.install(monkeypatch)
         components.settings.discord_bot_token = SecretStr(TOKEN)
@@ -211,3 +214,31 @@ async def test_a_stop_mid_push_lets_the_sends_in_flight_finish_and_starts_no_mor
     after = RecordingSender()
     await push_once(c, senders={Platform.TELEGRAM: after}, clock=lambda: at(MONDAY, 11))
     assert after.papers_to("100") == ids[1:] and [k for k, *_ in after.log].count("header") == 0
+
+
+async def test_status_lists_failures_before_rows_given_up_because_the_chat_was_off(db_target: str) -> None:
+    """`paperbot status` shows the newest given-up messages. A row given up when its chat came
+    back after being switched off has no retry time: PostgreSQL sorts those NULLs first in a
+    descending order (SQLite last), so on PostgreSQL they hid the failures that need a look."""
+    from bot.models import Chat, ChatKind
+    from bot.store import Store
+
+    async with await Store.open(db_target) as store:
+        failing = await store.ensure_chat(Chat(Platform.TELEGRAM, "100", ChatKind.PRIVATE))
+        back = await store.ensure_chat(Chat(Platform.TELEGRAM, "200", ChatKind.PRIVATE))
+        assert failing.id is not None and back.id is not None
+        for aid in ("2405.00001", "2405.00002"):
+            await store.upsert_paper(paper(aid), announced=MONDAY)
+        await store.ledger_add(failing.id, [("2405.00001", MONDAY, "cat:cs.CV")])
+        await store.ledger_add(back.id, [("2405.00002", MONDAY, "cat:cs.CV")])
+        [row] = await store.ledger_rows(failing.id)
+        await store.ledger_claim([row.id])
+        await store.ledger_failed(
+            [row.id], "PermanentSendError: not enough rights", retry_at=at(MONDAY, 13),
+            first_failed=at(MONDAY, 12), give_up=True,
+        )
+        await store.execute(
+            "UPDATE deliveries SET status='given_up', error='the chat was switched off' WHERE chat_pk=?", (back.id,)
+        )
+        count, [shown] = await store.given_up(limit=1)
+    assert count == 2 and shown.what == "2405.00001" and "not enough rights" in shown.error
