@@ -5,6 +5,7 @@ the fake Bot API where the break is at the wire."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from datetime import UTC, date, datetime
 
 import pytest
@@ -242,3 +243,22 @@ async def test_status_lists_failures_before_rows_given_up_because_the_chat_was_o
         )
         count, [shown] = await store.given_up(limit=1)
     assert count == 2 and shown.what == "2405.00001" and "not enough rights" in shown.error
+
+
+async def test_the_push_lock_holds_for_a_database_reached_through_a_symlink(tmp_path: Path) -> None:
+    """`paperbot run` and a cron `paperbot push` on one SQLite file, one of them through a
+    symlink (PAPERBOT_DB=~/paperbot.db -> /srv/paperbot/paperbot.db): the lock file was named
+    after the path as given, so each took its own lock and both pushed, each resetting the
+    other's messages in flight."""
+    from bot.store import Store
+
+    real = tmp_path / "srv" / "paperbot.db"
+    real.parent.mkdir()
+    link = tmp_path / "home.db"
+    async with await Store.open(real) as a:
+        link.symlink_to(real)
+        async with await Store.open(link) as b:
+            async with a.try_lock("push") as got_a:
+                assert got_a is True
+                async with b.try_lock("push") as got_b:
+                    assert got_b is False
