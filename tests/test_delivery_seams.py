@@ -262,3 +262,34 @@ async def test_the_push_lock_holds_for_a_database_reached_through_a_symlink(tmp_
                 assert got_a is True
                 async with b.try_lock("push") as got_b:
                     assert got_b is False
+
+
+async def test_a_list_cut_short_by_a_move_goes_on_at_the_new_id(c: Components, fake_arxiv: FakeArxiv) -> None:
+    """A group that became a supergroup between two messages of a list: the papers that went out
+    are sent, the chat is followed to its new id, and the rest reach it there, without penalty."""
+    from bot.models import Chat
+    from bot.sender import ChatMoved, PartlySent
+
+    class MovesMidList(RecordingSender):
+        moved = False
+
+        async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
+            if not self.moved:
+                self.moved = True
+                self.log.append(("list", chat.chat_id, [p.arxiv_id for p in papers[:2]]))
+                raise PartlySent([p.arxiv_id for p in papers[:2]], ChatMoved("-1003"))
+            await super().send_paper_list(chat, papers)
+
+    chat = await subscribe(c, "-100", "cat:cs.CV", max_papers=1)
+    ids = add_papers(fake_arxiv, "70", ["A", "B", "C", "D", "E"])
+    fake_arxiv.set_listing("cs.CV", MONDAY, ids)
+    await subscribed_last_week(c)
+    await Poller(c, clock=lambda: at(MONDAY, 8)).run_once()
+    sender = MovesMidList()
+    first = await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert (first.papers, first.listed, first.failures) == (1, 2, 0), first
+    await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
+    assert sender.papers_to("-100") == ids[:3] and sorted(sender.papers_to("-1003")) == ids[3:]
+    assert chat.id is not None
+    rows = await c.store.ledger_rows(chat.id)
+    assert {d.status for d in rows} == {"sent"} and all(d.first_failed_at is None for d in rows)
