@@ -34,7 +34,7 @@ from bot.app import Components
 from bot.config import parse_hhmm
 from bot.models import Chat, Delivery, DeliveryStatus, Paper, Platform, Summary
 from bot.why import match_reasons
-from bot.sender import ChatGone, ChatMoved, PermanentSendError, Sender, TransientSendError
+from bot.sender import ChatGone, ChatMoved, PartlySent, PermanentSendError, Sender, TransientSendError
 from bot.store.ledger import HeaderRow
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ async def push_once(
     clock: Callable[[], datetime] = now_utc,
     rng: random.Random | None = None,
     wait: bool = True,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> PushReport:
     """Send every due push (with `force`, everything pending, whatever the time and backoff).
 
@@ -168,9 +169,13 @@ async def push_once(
     nothing). Another process pushing on the
     same database is waited for; with `wait=False` it raises PushBusy instead (`paperbot push`
     then has nothing to do).
+
+    Once `stopping()` is true (SIGTERM), no new message is started: those in flight finish and
+    are recorded, the rest stay pending for the next push, without a penalty. (`run` cancels the
+    push after a grace; a message cancelled in flight is sent again at the next start.)
     """
     async with _push_lock(c, wait=wait):
-        return await _push_once(c, force=force, senders=senders, clock=clock, rng=rng)
+        return await _push_once(c, force=force, senders=senders, clock=clock, rng=rng, stopping=stopping)
 
 
 # Opens the senders of a push and closes them after it (`paperbot push`: its own Bot API client).
@@ -208,6 +213,7 @@ async def _push_once(
     senders: Mapping[Platform, Sender] | SenderFactory,
     clock: Callable[[], datetime],
     rng: random.Random | None,
+    stopping: Callable[[], bool],
 ) -> PushReport:
     report = PushReport()
     now = clock()
@@ -221,7 +227,7 @@ async def _push_once(
     async with contextlib.AsyncExitStack() as stack:
         if callable(senders):
             senders = await stack.enter_async_context(senders())
-        return await _push_due(c, due, latest, senders, report, _Policy(clock, force, rng))
+        return await _push_due(c, due, latest, senders, report, _Policy(clock, force, rng, stopping))
 
 
 async def _push_due(
@@ -238,6 +244,8 @@ async def _push_due(
             report.no_sender += 1
             return
         async with slots:
+            if policy.stopping():
+                return
             try:
                 await _deliver(c, sender, chat, latest, report, policy)
             except Exception as exc:  # noqa: BLE001 - one chat's trouble must not cut the others' push short
@@ -258,6 +266,7 @@ class _Policy:
     clock: Callable[[], datetime]
     force: bool
     rng: random.Random | None
+    stopping: Callable[[], bool] = lambda: False  # no new message once true (SIGTERM)
 
     def ready(self, next_attempt_at: datetime | None) -> bool:
         return self.force or next_attempt_at is None or next_attempt_at <= self.clock()
@@ -307,6 +316,8 @@ async def _deliver(
     target = _Target(c, chat)
     try:
         # Rows that were tried before had their header: a retry goes out without a new one.
+        if policy.stopping():
+            return
         if any(row.attempts == 0 for row in ready):
             header = await store.header_row(chat.id, day, create=True)
             assert header is not None
@@ -320,6 +331,8 @@ async def _deliver(
                     return
         topics = await store.list_topics(chat.id)
         for row in full:
+            if policy.stopping():
+                return
 
             async def post(ch: Chat, paper: Paper = papers[row.arxiv_id], queries: str = row.topic_query) -> None:
                 summary, images = await _prepared(c, paper, ch.language)
@@ -331,7 +344,7 @@ async def _deliver(
             if stop:
                 await store.ledger_defer([r.id for r in ready if r.id not in target.sent and r is not row], stop)
                 return
-        if rest:
+        if rest and not policy.stopping():
             listed = [papers[r.arxiv_id] for r in rest]
             sent, stop = await _send(c, target, rest, lambda ch: sender.send_paper_list(ch, listed), report, policy)
             report.listed += sent
@@ -358,10 +371,13 @@ class _Target:
         try:
             return await send(self.chat)
         except ChatMoved as exc:
-            log.info("chat %s:%s moved to %s", self.chat.platform, self.chat.chat_id, exc.new_chat_id)
-            await self.c.store.migrate_chat(self.chat.platform, self.chat.chat_id, exc.new_chat_id)
-            self.chat = replace(self.chat, chat_id=exc.new_chat_id)
+            await self.moved(exc)
             return await send(self.chat)
+
+    async def moved(self, exc: ChatMoved) -> None:
+        log.info("chat %s:%s moved to %s", self.chat.platform, self.chat.chat_id, exc.new_chat_id)
+        await self.c.store.migrate_chat(self.chat.platform, self.chat.chat_id, exc.new_chat_id)
+        self.chat = replace(self.chat, chat_id=exc.new_chat_id)
 
 
 def _describe(exc: BaseException) -> str:
@@ -410,21 +426,35 @@ async def _send(
     ids = await c.store.ledger_claim([r.id for r in rows])
     if not ids:
         return 0, None  # another pusher took them
+    done = 0
     try:
-        await target.call(send)
+        try:
+            await target.call(send)
+        except PartlySent as part:
+            # A list in several messages stopped half way: the papers that went out are sent,
+            # and only the rest meets the error (a retry sent the whole list again).
+            out = [r.id for r in rows if r.id in ids and r.arxiv_id in part.sent]
+            await c.store.ledger_sent(out)
+            target.sent.update(out)
+            ids, done = [i for i in ids if i not in out], len(out)
+            raise part.error from part
     except ChatGone:
         await c.store.ledger_released(ids, "chat gone")
         raise
+    except ChatMoved as exc:  # from a PartlySent: the rest goes to the new id at the next push
+        await target.moved(exc)
+        await c.store.ledger_released(ids, "chat moved")
+        return done, None
     except Exception as exc:  # noqa: BLE001 - recorded on the rows and tried again after their backoff
         first_row = rows[0]
         retry_at, first, give_up = policy.after_failure(exc, first_row.attempts + 1, first_row.first_failed_at)
         await c.store.ledger_failed(ids, _describe(exc), retry_at=retry_at, first_failed=first, give_up=give_up)
-        await _failed(c, target.chat, ", ".join(r.arxiv_id for r in rows), exc, report, given_up=give_up)
+        await _failed(c, target.chat, ", ".join(r.arxiv_id for r in rows if r.id in ids), exc, report, given_up=give_up)
         down = isinstance(exc, TransientSendError) and not give_up
-        return 0, retry_at if down else None
+        return done, retry_at if down else None
     await c.store.ledger_sent(ids)
     target.sent.update(ids)
-    return len(ids), None
+    return done + len(ids), None
 
 
 async def _gone(c: Components, chat: Chat, exc: ChatGone, report: PushReport) -> None:

@@ -32,7 +32,7 @@ from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip, one_line
 from bot.render.discord import answer_chunks, breakdown_chunks, paper_embed, split_text
 from bot.render.labels import labels_for
-from bot.sender import ChatGone, PermanentSendError, TransientSendError
+from bot.sender import ChatGone, PartlySent, PermanentSendError, TransientSendError
 from bot.service import HELP_TEXT, Service, UserError, quota_note
 
 log = logging.getLogger(__name__)
@@ -444,8 +444,15 @@ class DiscordSender:
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
         text = labels_for(chat.language).more_papers + "\n" + "\n".join(f"• {paper_line(p)}" for p in papers)
+        sent: list[str] = []
         for chunk in split_text(text):
-            await self._send(chat, content=chunk)
+            try:
+                await self._send(chat, content=chunk)
+            except Exception as exc:
+                if sent:  # the messages before this one are in the channel: not to be sent again
+                    raise PartlySent(sent, exc) from exc
+                raise
+            sent += [p.arxiv_id for p in papers if f"<{p.abs_url}>" in chunk]
 
     async def _send(self, chat: Chat, **kwargs: Any) -> None:
         channel = self.client.get_partial_messageable(int(chat.chat_id))

@@ -155,6 +155,7 @@ class Poller:
         self.c = c
         self.store = c.store
         self.clock = clock
+        self._still_awaited: set[str] = set()  # this cycle's awaited papers the API still lacks
 
     async def run_once(self, progress: Callable[[str], None] | None = None) -> PollReport:
         """One cycle, unless another process (a replica, a cron `poll`) is polling this database:
@@ -170,6 +171,7 @@ class Poller:
         started = now_iso()
         now = self.clock()
         await self.store.prune_logs(now - KEEP_FAILURES, now - KEEP_QUOTA_EVENTS)
+        self._still_awaited = set()
         await self._ask_awaiting(report)
         topics = await self._topics()
         groups = plan_requests(set().union(*(t.feeds for t in topics)) if topics else set())
@@ -310,7 +312,7 @@ class Poller:
             at=started,
             seen_at=self.clock().isoformat(timespec="seconds"),
         )
-        report.awaiting += len(missing)
+        report.awaiting += len(missing - self._still_awaited)  # each paper counted once
         report.announced = newest
 
     async def _ask_awaiting(self, report: PollReport) -> None:
@@ -342,6 +344,7 @@ class Poller:
             )
         report.late += len(arrived)
         report.awaiting += len(ask) - len(arrived)
+        self._still_awaited = set(ask) - set(arrived)
 
     async def _prepare(self, report: PollReport, say: Callable[[str], None]) -> None:
         """Summaries (in each chat's language) and thumbnails of what the next pushes send as full posts."""

@@ -43,10 +43,12 @@ class Scheduler:
         self._next_poll: datetime | None = None
         self._last_poll: datetime | None = None
         self._subscriptions_polled = 0  # the newest subscription id the last poll saw
+        self._stop: asyncio.Event | None = None  # run's: a push starts no new message once it is set
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set. A poll runs in the background, so a long one (many summaries)
         does not hold up the pushes; a failure is logged and recorded, and the loop goes on."""
+        self._stop = stop
         try:
             while not stop.is_set():
                 await self.step()
@@ -70,7 +72,11 @@ class Scheduler:
                 self._subscriptions_polled = await self.c.store.newest_subscription_id()
                 self._next_poll = now + timedelta(minutes=self.c.settings.poll_minutes)
                 self._poll_task = asyncio.create_task(self._poll(), name="paperbot-poll")
-            report = await push_once(self.c, senders=self.senders, clock=self.clock, rng=self.rng)
+            stop = self._stop
+            report = await push_once(
+                self.c, senders=self.senders, clock=self.clock, rng=self.rng,
+                stopping=stop.is_set if stop is not None else lambda: False,
+            )
             if report.eventful:
                 log.info("push: %s", report)
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure

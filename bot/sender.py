@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +33,18 @@ class ChatMoved(Exception):
         self.new_chat_id = new_chat_id
 
 
+class PartlySent(Exception):
+    """A message that takes several platform messages (a long list of papers) failed after some
+    of them went out: the papers in `sent` (arXiv ids) reached the chat and must not be sent
+    again; `error` is what stopped the rest, handled as if the whole message had failed with it
+    (ChatGone, ChatMoved, TransientSendError, PermanentSendError, or any other error)."""
+
+    def __init__(self, sent: Collection[str], error: Exception) -> None:
+        super().__init__(f"{len(sent)} paper(s) sent, then: {type(error).__name__}: {error}")
+        self.sent = frozenset(sent)
+        self.error = error
+
+
 class Sender(Protocol):
     platform: Platform
 
@@ -46,4 +58,6 @@ class Sender(Protocol):
         `why` it matched (the chat's topics and their matched terms), when pushed."""
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
-        """The papers over the chat's maximum, as a compact list of links."""
+        """The papers over the chat's maximum, as a compact list of links. When the list takes
+        several messages and one after the first fails, raise PartlySent naming the papers of
+        the messages that went out."""

@@ -39,7 +39,9 @@ from telegram import (
 )
 from telegram import Chat as TgChat
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
-from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
+)
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -69,7 +71,7 @@ from bot.render.telegram import (
     digest_header_html,
     split_html,
 )
-from bot.sender import ChatGone, ChatMoved, PermanentSendError, TransientSendError
+from bot.sender import ChatGone, ChatMoved, PartlySent, PermanentSendError, TransientSendError
 from bot.service import HELP_TEXT, Service, UserError, quota_note
 from bot.store import Store
 from bot.validate import clean
@@ -271,9 +273,16 @@ class TelegramSender:
         await remember_post(self.store, chat.chat_id, ids, summary)
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
-        async with self._guard(chat):
-            for piece in compact_list_html(papers, labels_for(chat.language).more_papers):
-                await say(self.bot, Target(tg_chat_id(chat)), piece)
+        sent: list[str] = []
+        for piece in compact_list_html(papers, labels_for(chat.language).more_papers):
+            try:
+                async with self._guard(chat):
+                    await say(self.bot, Target(tg_chat_id(chat)), piece)
+            except Exception as exc:
+                if sent:  # the messages before this one are in the chat: not to be sent again
+                    raise PartlySent(sent, exc) from exc
+                raise
+            sent += [p.arxiv_id for p in papers if f'href="{escape(p.abs_url)}"' in piece]
 
     @contextlib.asynccontextmanager
     async def _guard(self, chat: Chat) -> AsyncIterator[None]:
@@ -343,12 +352,13 @@ class PacedRateLimiter(BaseRateLimiter[int]):
                     try:
                         return await callback(*args, **kwargs)
                     except RetryAfter as exc:
-                        if attempt == (rate_limit_args or self._max_retries):
-                            raise
                         wait = getattr(exc, "_retry_after", None)
                         seconds = wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait or 1)
+                        # Paused also when this request gives up: the other sends must still wait.
                         self._paused_until = max(self._paused_until, loop.time() + seconds + 0.1)
                         log.info("Telegram asked to wait %.0f s; every send waits", seconds)
+                        if attempt == (rate_limit_args or self._max_retries):
+                            raise
                     finally:
                         if posting:
                             self._next_chat[chat_id] = loop.time() + self._chat_gap
@@ -401,6 +411,13 @@ async def push_bot(
         # As in `run`: a media group of four figures takes longer than the 5 s default.
         request=HTTPXRequest(read_timeout=20, media_write_timeout=60),
     )
+    try:
+        await bot.initialize()  # getMe
+    except InvalidToken:
+        # PTB's message repeats the token; this one says what to fix.
+        with contextlib.suppress(Exception):
+            await bot.shutdown()
+        raise UserError("Telegram rejected TELEGRAM_BOT_TOKEN (401 Unauthorized); check the token with @BotFather.", 1) from None
     async with bot:
         yield bot
 

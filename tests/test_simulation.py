@@ -410,6 +410,9 @@ async def check(
             # Back after being switched off: the announcement it came back to, and later ones.
             got_before = {a for a in counts}
             expected = {a for a in matching if a in got_before or next(p for p in papers if p.aid == a).day >= backlog_from}
+        if not expected:
+            # The invariant would hold of a bot that delivers nothing: every chat must expect papers.
+            problems.append(f"{sc.key}: the simulation gave it nothing to expect")
         missing = expected - set(counts)
         wrong = set(counts) - matching
         if missing:

@@ -351,14 +351,16 @@ class SqliteBackend(Backend):
 
     @contextlib.asynccontextmanager
     async def try_lock(self, name: str) -> AsyncIterator[bool]:
-        """An advisory lock on `<database>.<name>.lock`; the kernel drops it if the process dies.
+        """An advisory lock on `<database>.<name>.lock` (beside the file, symlinks followed); the
+        kernel drops it if the process dies.
 
         An in-memory database is private to its process: there is nobody to exclude.
         """
         if str(self.path) == ":memory:":
             yield True
             return
-        lock_path = Path(f"{self.path}.{name}.lock")
+        # Named after the file the path leads to: a symlink to the database is the same database.
+        lock_path = Path(f"{Path(self.path).resolve()}.{name}.lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with lock_path.open("a") as handle:
             try:

@@ -46,10 +46,21 @@ class PollStore(StoreBase):
             before = db.total_changes
             await db.executemany(_MATCH_SQL, [(t, a, d.isoformat(), t) for t, a, d in matches])
             new = db.total_changes - before
+            awaiting = list(awaiting)
+            # A paper awaited already (a topic subscribed since matched it again) is awaited for
+            # its earlier topics too: replacing them lost it for their chats.
+            merged: dict[str, tuple[date, set[int]]] = {a: (d, set(ts)) for a, d, ts in awaiting}
+            for part in [list(merged)[i : i + 500] for i in range(0, len(merged), 500)]:
+                async with db.execute(
+                    f"SELECT arxiv_id, topics FROM pending_papers WHERE arxiv_id IN ({','.join('?' * len(part))})",
+                    part,
+                ) as cur:
+                    for row in await cur.fetchall():
+                        merged[row[0]][1].update(loads(row[1], []))
             await db.executemany(
                 "INSERT INTO pending_papers(arxiv_id, announced, first_seen, topics) VALUES (?,?,?,?) "
                 "ON CONFLICT(arxiv_id) DO UPDATE SET topics=excluded.topics",
-                [(a, d.isoformat(), seen_at, dumps(sorted(ts))) for a, d, ts in awaiting],
+                [(a, d.isoformat(), seen_at, dumps(sorted(ts))) for a, (d, ts) in merged.items()],
             )
             for feeds, day, count in announcements:
                 await db.executemany(

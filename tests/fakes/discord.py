@@ -91,6 +91,7 @@ class FakeDiscord:
         self.commands: list[dict[str, Any]] = []
         self.identified = 0  # IDENTIFY payloads with the right token
         self.failures: dict[int, tuple[int, int, str]] = {}  # channel id -> (status, code, message)
+        self.fail_after: dict[int, int] = {}  # channel id -> messages let through before the failure
         self.deleted_originals: set[str] = set()  # tokens whose original response (e.g. "thinking…") was deleted
         self.refusals: list[tuple[str, str, int]] = []  # (method, path, status) of every 4xx/5xx answer
         self._ids = itertools.count(1_200_000_000_000_000_000)
@@ -149,8 +150,12 @@ class FakeDiscord:
 
     # --- what tests drive ----------------------------------------------------------------
 
-    def fail_channel(self, channel_id: int, status: int = 403, code: int = 50001, message: str = "Missing Access") -> None:
+    def fail_channel(
+        self, channel_id: int, status: int = 403, code: int = 50001, message: str = "Missing Access", *, after: int = 0
+    ) -> None:
+        """Refuse every message to the channel from now on, once `after` more went through."""
         self.failures[channel_id] = (status, code, message)
+        self.fail_after[channel_id] = after
 
     def slash(
         self,
@@ -359,7 +364,9 @@ class FakeDiscord:
 
     async def _channel_message(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel"])
-        if channel_id in self.failures:
+        if channel_id in self.failures and self.fail_after.get(channel_id, 0) > 0:
+            self.fail_after[channel_id] -= 1
+        elif channel_id in self.failures:
             status, code, message = self.failures[channel_id]
             return _error(status, code, message)
         body, files = await self._body(request)

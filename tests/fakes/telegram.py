@@ -145,6 +145,7 @@ class _Scripted:
     description: str
     parameters: dict[str, Any] | None
     times: int | None  # None: for ever
+    after: int = 0  # matching calls let through before the first failure
 
 
 class FakeTelegram:
@@ -220,8 +221,11 @@ class FakeTelegram:
         description: str,
         parameters: dict[str, Any] | None = None,
         times: int | None = 1,
+        after: int = 0,
     ) -> None:
-        self._scripted.append(_Scripted(method, chat_id, status, description, parameters, times))
+        """Answer `method` (or "*") to `chat_id` (None: any) with this error `times` times (None:
+        for ever), once `after` such calls went through."""
+        self._scripted.append(_Scripted(method, chat_id, status, description, parameters, times, after))
 
     def clear_failures(self) -> None:
         with self._lock:
@@ -243,6 +247,9 @@ class FakeTelegram:
         with self._lock:
             for s in self._scripted:
                 if s.method in (method, "*") and s.chat_id in (None, chat_id) and s.times != 0:
+                    if s.after > 0:
+                        s.after -= 1
+                        continue
                     if s.times is not None:
                         s.times -= 1
                     return BotApiError(s.status, s.description, s.parameters)
