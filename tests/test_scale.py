@@ -489,3 +489,39 @@ async def test_a_live_owner_keeps_its_claim_past_the_ttl(db_target: str) -> None
         gate.set()
         await asyncio.wait_for(asyncio.gather(first, second), 10)
         assert (len(llm_a.calls), len(llm_b.calls)) == (1, 0)
+
+
+async def test_a_pusher_whose_lock_connection_dies_stops_before_another_resends_its_messages(
+    pg_components: tuple[Components, Components], fake_arxiv: FakeArxiv
+) -> None:
+    """The push lock lives on a connection of its own: if PostgreSQL ends that session (an admin's
+    pg_terminate_backend, an idle timeout, a proxy), another pusher gets the lock and resets the
+    rows still `sending`. The first pusher must stop there, as if it had died, not go on sending
+    beside the second one (each of its messages would go out twice)."""
+    a, b = pg_components
+    await subscribe(a, "100", "cat:cs.CV")
+    await announce(a, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A", "B", "C"]))
+    in_send, go_on = asyncio.Event(), asyncio.Event()
+
+    class BlockingSender(RecordingSender):
+        async def send_paper(self, chat: Chat, summary: Summary, images: list[Path], why: object = None) -> None:
+            in_send.set()
+            await go_on.wait()
+            await super().send_paper(chat, summary, images)
+
+    first = BlockingSender()
+    push_a = asyncio.create_task(push_once(a, force=True, senders={Platform.TELEGRAM: first}))
+    await asyncio.wait_for(in_send.wait(), 10)
+    killed = await b.store.fetchall(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype='advisory' AND granted "
+        "AND pid<>pg_backend_pid()"
+    )
+    assert killed
+    await asyncio.sleep(0.2)  # the first pusher notices its session is gone
+    second = RecordingSender()
+    await push_once(b, force=True, senders={Platform.TELEGRAM: second}, wait=False)
+    go_on.set()
+    outcome = (await asyncio.gather(asyncio.wait_for(push_a, 10), return_exceptions=True))[0]
+    sent = first.papers_to("100") + second.papers_to("100")
+    assert sorted(sent) == ["2405.20000", "2405.20001", "2405.20002"], outcome
+    assert isinstance(outcome, Exception) and "lock" in str(outcome)

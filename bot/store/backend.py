@@ -372,6 +372,10 @@ class SqliteBackend(Backend):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class LockLost(RuntimeError):
+    """The session holding a PostgreSQL try-lock ended while its block ran (see `try_lock`)."""
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for a lock name (the same in every process)."""
     digest = hashlib.blake2b(f"paperbot:{name}".encode(), digest_size=8).digest()
@@ -442,9 +446,31 @@ class PostgresBackend(Backend):
         conn = await asyncpg.connect(self.url)
         try:
             got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(name)))
+            # If that session ends while the block runs (pg_terminate_backend, an idle timeout, a
+            # proxy, a server restart), the lock is free for another process: the block must not
+            # go on beside it. The task running it is cancelled, and the block raises LockLost,
+            # as if the process had died there.
+            task = asyncio.current_task()
+            lost = False
+
+            def on_lost(_conn: Any) -> None:
+                nonlocal lost
+                if got and not lost and task is not None and not task.done():
+                    lost = True
+                    task.cancel(msg=f"lost the {name} lock")
+
+            conn.add_termination_listener(on_lost)
             try:
                 yield got
+            except asyncio.CancelledError:
+                if lost and task is not None and task.uncancel() == 0:
+                    raise LockLost(
+                        f"the database ended the session that held the {name} lock; stopped here so "
+                        "that no two processes do its work at once"
+                    ) from None
+                raise
             finally:
+                conn.remove_termination_listener(on_lost)
                 if got and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(name))
