@@ -80,6 +80,29 @@ def test_paperbot_db_takes_a_postgresql_url_and_keeps_paths_as_paths() -> None:
     assert "names no database" in str(bad.value) and "s3cret" not in str(bad.value)
 
 
+def test_a_password_with_unencoded_special_characters_is_refused_without_showing_it() -> None:
+    """A raw `@` or `/` in the password makes the URL mean another host (and the driver's error
+    then showed pieces of the password); the user is told to percent-encode, the password is not
+    repeated. Encoded, the same password works and is hidden encoded and decoded."""
+    for raw in ("qx@zz/kk%rd:yy", "qx@zz:kkyy", "qxzz/kkyy", "qx%zzkkyy"):
+        with pytest.raises(ConfigError) as bad:
+            load_settings(PAPERBOT_DB=f"postgresql://bot:{raw}@db.internal:5432/paperbot")
+        text = str(bad.value)
+        assert "PAPERBOT_DB" in text and "%40" in text, text
+        for piece in ("zz/kk", "zz:kk", "kk", "zz", "db.internal"):
+            assert piece not in text, (raw, text)
+    s = load_settings(PAPERBOT_DB="postgresql://bot:p%40ss%2Fw%25rd%3Ax@db:5432/paperbot")
+    assert "p%40ss%2Fw%25rd%3Ax" in s.secret_values() and "p@ss/w%rd:x" in s.secret_values()
+    assert redact_url(str(s.db_path)) == "postgresql://bot:***@db:5432/paperbot"
+
+
+def test_a_password_given_as_a_url_parameter_is_hidden_too() -> None:
+    url = "postgresql://bot@db:5432/paperbot?sslmode=require&password=hunter2-s3cret"
+    assert redact_url(url) == "postgresql://bot@db:5432/paperbot?sslmode=require&password=***"
+    s = load_settings(PAPERBOT_DB=url)
+    assert s.db_password == "hunter2-s3cret" and "hunter2-s3cret" in s.secret_values()
+
+
 # --- PostgreSQL schema --------------------------------------------------------------------
 
 

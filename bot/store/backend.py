@@ -58,6 +58,10 @@ def redact_url(target: str | Path) -> str:
     if not is_postgres_url(text):
         return text
     parts = urlsplit(text)
+    if "password=" in parts.query:  # libpq's URL parameter: ?password=...
+        query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+        parts = parts._replace(query=query)
+        text = urlunsplit(parts)
     if parts.password is None:
         return text
     user = parts.username or ""
