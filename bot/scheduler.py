@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from bot.app import Components
-from bot.delivery import PushReport, now_utc, push_once
+from bot.delivery import PushBusy, PushReport, now_utc, push_once
 from bot.models import Platform
 from bot.poller import Poller, PollReport
 from bot.sender import Sender
@@ -70,9 +70,13 @@ class Scheduler:
                 self._subscriptions_polled = await self.c.store.newest_subscription_id()
                 self._next_poll = now + timedelta(minutes=self.c.settings.poll_minutes)
                 self._poll_task = asyncio.create_task(self._poll(), name="paperbot-poll")
-            report = await push_once(self.c, senders=self.senders, clock=self.clock, rng=self.rng)
+            # Not waiting for another process's push: this loop must go on beating (/healthz), and
+            # whatever is due once that push ends is found at the next tick.
+            report = await push_once(self.c, senders=self.senders, clock=self.clock, rng=self.rng, wait=False)
             if report.eventful:
                 log.info("push: %s", report)
+        except PushBusy:
+            log.debug("push: another process is pushing on this database")
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
             await self._failed("push", exc)
         self.c.metrics.push_done(report, time.monotonic() - started)

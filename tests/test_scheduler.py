@@ -173,3 +173,16 @@ async def test_a_new_subscription_brings_the_next_poll_forward(
         await subscribe(c, "sh", "cat:cs.CV", timezone="Asia/Shanghai")
         clock.now += timedelta(minutes=1)  # 6 minutes after the last poll, not 60
         await eventually(lambda: fake_arxiv.count("rss") == polls + 1)
+
+
+async def test_a_replica_whose_peer_is_pushing_stays_alive_for_healthz(components: Components) -> None:
+    """Another process holds the push lock for a long push: this replica's loop must go on
+    beating (it has nothing to push), not wait for the lock inside a step until /healthz calls
+    it dead and the orchestrator restarts a healthy replica."""
+    c = components
+    clock = Clock(utc(2024, 5, 6, 14, 0))
+    async with c.store.try_lock("push") as got:
+        assert got
+        async with running(c, clock):
+            await asyncio.sleep(0.5)  # 50 ticks of 10 ms
+            assert c.metrics.stale_loops() == []
