@@ -72,7 +72,10 @@ class Scheduler:
                 self._poll_task = asyncio.create_task(self._poll(), name="paperbot-poll")
             # Not waiting for another process's push: this loop must go on beating (/healthz), and
             # whatever is due once that push ends is found at the next tick.
-            report = await push_once(self.c, senders=self.senders, clock=self.clock, rng=self.rng, wait=False)
+            report = await push_once(
+                self.c, senders=self.senders, clock=self.clock, rng=self.rng, wait=False,
+                progress=lambda: self.c.metrics.beat("scheduler", self.tick),
+            )
             if report.eventful:
                 log.info("push: %s", report)
         except PushBusy:
