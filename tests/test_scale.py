@@ -548,3 +548,22 @@ async def test_a_pusher_whose_lock_connection_dies_stops_before_another_resends_
     sent = first.papers_to("100") + second.papers_to("100")
     assert sorted(sent) == ["2405.20000", "2405.20001", "2405.20002"], outcome
     assert isinstance(outcome, Exception) and "lock" in str(outcome)
+
+
+async def test_a_held_lock_outlives_the_servers_idle_session_timeout(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's own connection is idle while the push runs; a server (or managed database)
+    with idle_session_timeout would end that session, and every push longer than it would stop
+    half way. The holder keeps its session busy."""
+    import bot.store.backend as backend
+
+    monkeypatch.setattr(backend, "LOCK_KEEPALIVE", 0.1)
+    async with await Store.open(pg_url) as store:
+        await store.execute(f"ALTER DATABASE {pg_url.rsplit('/', 1)[1]} SET idle_session_timeout = '400ms'")
+    async with await Store.open(pg_url) as store:
+        async with store.try_lock("push") as got:
+            assert got
+            await asyncio.sleep(1.2)  # three times the timeout
+        async with store.try_lock("push") as got:
+            assert got

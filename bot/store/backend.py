@@ -376,6 +376,11 @@ class SqliteBackend(Backend):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Seconds between the queries that keep a try-lock's idle session alive (below any sensible
+# idle_session_timeout; one `SELECT 1` per half minute costs nothing).
+LOCK_KEEPALIVE = 30.0
+
+
 class LockLost(RuntimeError):
     """The session holding a PostgreSQL try-lock ended while its block ran (see `try_lock`)."""
 
@@ -464,6 +469,19 @@ class PostgresBackend(Backend):
                     task.cancel(msg=f"lost the {name} lock")
 
             conn.add_termination_listener(on_lost)
+            done = asyncio.Event()
+
+            async def keep_alive() -> None:
+                # The session is idle while the block runs: a server's idle_session_timeout (or a
+                # proxy's) would end it, and the lock with it. A query now and then keeps it busy.
+                while not done.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), LOCK_KEEPALIVE)
+                        return
+                    with contextlib.suppress(Exception):  # a lost session is on_lost's to report
+                        await conn.execute("SELECT 1")
+
+            pinger = asyncio.create_task(keep_alive()) if got else None
             try:
                 yield got
             except asyncio.CancelledError:
@@ -474,6 +492,10 @@ class PostgresBackend(Backend):
                     ) from None
                 raise
             finally:
+                done.set()
+                if pinger is not None:
+                    with contextlib.suppress(Exception):
+                        await pinger
                 conn.remove_termination_listener(on_lost)
                 if got and not conn.is_closed():
                     with contextlib.suppress(Exception):
