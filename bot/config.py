@@ -38,6 +38,7 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+_PASSWORD_PARAM = re.compile(r"[?&]password=([^&#\s]+)")
 _USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/{1,2}[^/@\s:]*:([^/@\s]+)@")
 
 
@@ -47,10 +48,12 @@ def url_password(url: str | None) -> str | None:
     Proxies and PostgreSQL URLs carry secrets there; libraries (openai, httpx) log request URLs
     with it at DEBUG, so it is redacted like an API key.
     """
-    if not url or "@" not in url:
+    if not url:
         return None
     # Not urlsplit: a URL kept in a Path ("postgresql:/user:pw@host/db") has lost one of its slashes.
-    m = _USERINFO_PASSWORD.match(url)
+    m = _USERINFO_PASSWORD.match(url) if "@" in url else None
+    # libpq's URLs may also give it as a parameter: postgresql://bot@db/paperbot?password=...
+    m = m or _PASSWORD_PARAM.search(url)
     return m[1] if m else None
 
 
@@ -159,6 +162,18 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"a URL must be a PostgreSQL one, postgresql://user:password@host:5432/dbname (got {scheme}://...);"
                     " or give an SQLite file path such as data/paperbot.db"
+                )
+            after = v.split("://", 1)[1]
+            authority = re.split(r"[/?#]", after, maxsplit=1)[0]
+            rest = after[len(authority):].split("?", 1)[0]  # the path
+            userinfo = authority.rpartition("@")[0]
+            if authority.count("@") > 1 or "@" in rest or re.search(r"%(?![0-9A-Fa-f]{2})", userinfo):
+                # A raw @ or / in the password moves the host (and a driver's error then shows
+                # pieces of the password): refused, and nothing of it repeated.
+                raise ValueError(
+                    "the user or password in the PostgreSQL URL holds a character that must be "
+                    "percent-encoded: write @ as %40, / as %2F, : as %3A, % as %25, # as %23, ? as %3F, "
+                    "e.g. postgresql://bot:p%40ss%2Fword@db:5432/paperbot"
                 )
             try:
                 parts = urlsplit(v)

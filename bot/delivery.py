@@ -160,6 +160,7 @@ async def push_once(
     rng: random.Random | None = None,
     wait: bool = True,
     stopping: Callable[[], bool] = lambda: False,
+    progress: Callable[[], None] | None = None,
 ) -> PushReport:
     """Send every due push (with `force`, everything pending, whatever the time and backoff).
 
@@ -168,14 +169,17 @@ async def push_once(
     the lock is held and some chat is due (`paperbot push` then logs in to no platform for
     nothing). Another process pushing on the
     same database is waited for; with `wait=False` it raises PushBusy instead (`paperbot push`
-    then has nothing to do).
+    then has nothing to do). `progress` is called each time a chat's push ends (the scheduler's
+    heartbeat: a push to many chats is alive while chats keep getting done).
 
     Once `stopping()` is true (SIGTERM), no new message is started: those in flight finish and
     are recorded, the rest stay pending for the next push, without a penalty. (`run` cancels the
     push after a grace; a message cancelled in flight is sent again at the next start.)
     """
     async with _push_lock(c, wait=wait):
-        return await _push_once(c, force=force, senders=senders, clock=clock, rng=rng, stopping=stopping)
+        return await _push_once(
+            c, force=force, senders=senders, clock=clock, rng=rng, stopping=stopping, progress=progress
+        )
 
 
 # Opens the senders of a push and closes them after it (`paperbot push`: its own Bot API client).
@@ -214,6 +218,7 @@ async def _push_once(
     clock: Callable[[], datetime],
     rng: random.Random | None,
     stopping: Callable[[], bool],
+    progress: Callable[[], None] | None = None,
 ) -> PushReport:
     report = PushReport()
     now = clock()
@@ -227,11 +232,12 @@ async def _push_once(
     async with contextlib.AsyncExitStack() as stack:
         if callable(senders):
             senders = await stack.enter_async_context(senders())
-        return await _push_due(c, due, latest, senders, report, _Policy(clock, force, rng, stopping))
+        return await _push_due(c, due, latest, senders, report, _Policy(clock, force, rng, stopping), progress)
 
 
 async def _push_due(
-    c: Components, due: list[Chat], latest: date, senders: Mapping[Platform, Sender], report: PushReport, policy: _Policy
+    c: Components, due: list[Chat], latest: date, senders: Mapping[Platform, Sender], report: PushReport, policy: _Policy,
+    progress: Callable[[], None] | None = None,
 ) -> PushReport:
     # We hold the push lock: a row still `sending` is the message a dead process had in flight.
     if reset := await c.store.ledger_reset_in_flight():
@@ -250,6 +256,8 @@ async def _push_due(
                 await _deliver(c, sender, chat, latest, report, policy)
             except Exception as exc:  # noqa: BLE001 - one chat's trouble must not cut the others' push short
                 await _failed(c, chat, "push", exc, report)
+            if progress is not None:
+                progress()
 
     # Every chat's task runs to its end before the push lock is released, whatever one of them
     # raised (a failure while recording a failure, a crash): else the next push could send the

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import signal
 from collections.abc import Awaitable
 from typing import Any
@@ -118,7 +119,8 @@ async def _start_updates(app: Any, settings: Settings) -> None:
     await updater.start_webhook(
         listen=host,
         port=port,
-        url_path=urlsplit(url).path,
+        # PTB's server (tornado) routes by regular expression: a path with `+` or `(` must match as written.
+        url_path=re.escape(urlsplit(url).path),
         webhook_url=url,
         secret_token=secret.get_secret_value(),
         drop_pending_updates=False,

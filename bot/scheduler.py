@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from bot.app import Components
-from bot.delivery import PushReport, now_utc, push_once
+from bot.delivery import PushBusy, PushReport, now_utc, push_once
 from bot.models import Platform
 from bot.poller import Poller, PollReport
 from bot.sender import Sender
@@ -73,12 +73,17 @@ class Scheduler:
                 self._next_poll = now + timedelta(minutes=self.c.settings.poll_minutes)
                 self._poll_task = asyncio.create_task(self._poll(), name="paperbot-poll")
             stop = self._stop
+            # Not waiting for another process's push: this loop must go on beating (/healthz), and
+            # whatever is due once that push ends is found at the next tick.
             report = await push_once(
-                self.c, senders=self.senders, clock=self.clock, rng=self.rng,
+                self.c, senders=self.senders, clock=self.clock, rng=self.rng, wait=False,
                 stopping=stop.is_set if stop is not None else lambda: False,
+                progress=lambda: self.c.metrics.beat("scheduler", self.tick),
             )
             if report.eventful:
                 log.info("push: %s", report)
+        except PushBusy:
+            log.debug("push: another process is pushing on this database")
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
             await self._failed("push", exc)
         self.c.metrics.push_done(report, time.monotonic() - started)

@@ -67,9 +67,14 @@ def env_for(tmp_path: Path, fake_arxiv: object, fake_gemini: object | None = Non
 
 
 @pytest.fixture
-def settings(tmp_path: Path, fake_arxiv: object, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings(
+    tmp_path: Path, fake_arxiv: object, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Settings:
     for name, value in env_for(tmp_path, fake_arxiv).items():
         monkeypatch.setenv(name, value)
+    if os.environ.get("PAPERBOT_TEST_DB") == "postgresql":
+        # Every test built on `settings` against a fresh PostgreSQL database instead of SQLite.
+        monkeypatch.setenv("PAPERBOT_DB", request.getfixturevalue("pg_url"))
     return load_settings()
 
 

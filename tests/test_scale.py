@@ -80,6 +80,29 @@ def test_paperbot_db_takes_a_postgresql_url_and_keeps_paths_as_paths() -> None:
     assert "names no database" in str(bad.value) and "s3cret" not in str(bad.value)
 
 
+def test_a_password_with_unencoded_special_characters_is_refused_without_showing_it() -> None:
+    """A raw `@` or `/` in the password makes the URL mean another host (and the driver's error
+    then showed pieces of the password); the user is told to percent-encode, the password is not
+    repeated. Encoded, the same password works and is hidden encoded and decoded."""
+    for raw in ("qx@zz/kk%rd:yy", "qx@zz:kkyy", "qxzz/kkyy", "qx%zzkkyy"):
+        with pytest.raises(ConfigError) as bad:
+            load_settings(PAPERBOT_DB=f"postgresql://bot:{raw}@db.internal:5432/paperbot")
+        text = str(bad.value)
+        assert "PAPERBOT_DB" in text and "%40" in text, text
+        for piece in ("zz/kk", "zz:kk", "kk", "zz", "db.internal"):
+            assert piece not in text, (raw, text)
+    s = load_settings(PAPERBOT_DB="postgresql://bot:p%40ss%2Fw%25rd%3Ax@db:5432/paperbot")
+    assert "p%40ss%2Fw%25rd%3Ax" in s.secret_values() and "p@ss/w%rd:x" in s.secret_values()
+    assert redact_url(str(s.db_path)) == "postgresql://bot:***@db:5432/paperbot"
+
+
+def test_a_password_given_as_a_url_parameter_is_hidden_too() -> None:
+    url = "postgresql://bot@db:5432/paperbot?sslmode=require&password=hunter2-s3cret"
+    assert redact_url(url) == "postgresql://bot@db:5432/paperbot?sslmode=require&password=***"
+    s = load_settings(PAPERBOT_DB=url)
+    assert s.db_password == "hunter2-s3cret" and "hunter2-s3cret" in s.secret_values()
+
+
 # --- PostgreSQL schema --------------------------------------------------------------------
 
 
@@ -489,3 +512,58 @@ async def test_a_live_owner_keeps_its_claim_past_the_ttl(db_target: str) -> None
         gate.set()
         await asyncio.wait_for(asyncio.gather(first, second), 10)
         assert (len(llm_a.calls), len(llm_b.calls)) == (1, 0)
+
+
+async def test_a_pusher_whose_lock_connection_dies_stops_before_another_resends_its_messages(
+    pg_components: tuple[Components, Components], fake_arxiv: FakeArxiv
+) -> None:
+    """The push lock lives on a connection of its own: if PostgreSQL ends that session (an admin's
+    pg_terminate_backend, an idle timeout, a proxy), another pusher gets the lock and resets the
+    rows still `sending`. The first pusher must stop there, as if it had died, not go on sending
+    beside the second one (each of its messages would go out twice)."""
+    a, b = pg_components
+    await subscribe(a, "100", "cat:cs.CV")
+    await announce(a, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["A", "B", "C"]))
+    in_send, go_on = asyncio.Event(), asyncio.Event()
+
+    class BlockingSender(RecordingSender):
+        async def send_paper(self, chat: Chat, summary: Summary, images: list[Path], why: object = None) -> None:
+            in_send.set()
+            await go_on.wait()
+            await super().send_paper(chat, summary, images)
+
+    first = BlockingSender()
+    push_a = asyncio.create_task(push_once(a, force=True, senders={Platform.TELEGRAM: first}))
+    await asyncio.wait_for(in_send.wait(), 10)
+    killed = await b.store.fetchall(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype='advisory' AND granted "
+        "AND pid<>pg_backend_pid()"
+    )
+    assert killed
+    await asyncio.sleep(0.2)  # the first pusher notices its session is gone
+    second = RecordingSender()
+    await push_once(b, force=True, senders={Platform.TELEGRAM: second}, wait=False)
+    go_on.set()
+    outcome = (await asyncio.gather(asyncio.wait_for(push_a, 10), return_exceptions=True))[0]
+    sent = first.papers_to("100") + second.papers_to("100")
+    assert sorted(sent) == ["2405.20000", "2405.20001", "2405.20002"], outcome
+    assert isinstance(outcome, Exception) and "lock" in str(outcome)
+
+
+async def test_a_held_lock_outlives_the_servers_idle_session_timeout(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's own connection is idle while the push runs; a server (or managed database)
+    with idle_session_timeout would end that session, and every push longer than it would stop
+    half way. The holder keeps its session busy."""
+    import bot.store.backend as backend
+
+    monkeypatch.setattr(backend, "LOCK_KEEPALIVE", 0.1)
+    async with await Store.open(pg_url) as store:
+        await store.execute(f"ALTER DATABASE {pg_url.rsplit('/', 1)[1]} SET idle_session_timeout = '400ms'")
+    async with await Store.open(pg_url) as store:
+        async with store.try_lock("push") as got:
+            assert got
+            await asyncio.sleep(1.2)  # three times the timeout
+        async with store.try_lock("push") as got:
+            assert got

@@ -173,3 +173,55 @@ async def test_a_new_subscription_brings_the_next_poll_forward(
         await subscribe(c, "sh", "cat:cs.CV", timezone="Asia/Shanghai")
         clock.now += timedelta(minutes=1)  # 6 minutes after the last poll, not 60
         await eventually(lambda: fake_arxiv.count("rss") == polls + 1)
+
+
+async def test_a_replica_whose_peer_is_pushing_stays_alive_for_healthz(components: Components) -> None:
+    """Another process holds the push lock for a long push: this replica's loop must go on
+    beating (it has nothing to push), not wait for the lock inside a step until /healthz calls
+    it dead and the orchestrator restarts a healthy replica."""
+    c = components
+    clock = Clock(utc(2024, 5, 6, 14, 0))
+    async with c.store.try_lock("push") as got:
+        assert got
+        async with running(c, clock):
+            await asyncio.sleep(0.5)  # 50 ticks of 10 ms
+            assert c.metrics.stale_loops() == []
+
+
+async def test_a_long_push_keeps_the_loop_alive_while_chats_get_their_papers(
+    components: Components, fake_arxiv: FakeArxiv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push to many chats takes longer than the heartbeat's limit (three ticks): each chat done
+    is progress, so /healthz does not call the pushing replica dead in the middle of it."""
+    import bot.delivery
+    from pathlib import Path
+
+    from bot.models import Summary
+
+    monkeypatch.setattr(bot.delivery, "CHAT_CONCURRENCY", 1)
+    c = components
+    for n in range(5):
+        await subscribe(c, f"c{n}", "cat:cs.CV", timezone="UTC", push_time="09:00")
+    fake_arxiv.set_listing("cs.CV", MONDAY, add_papers(fake_arxiv, "20", ["A"]))
+
+    class SlowSender(RecordingSender):
+        async def send_paper(self, chat: Chat, summary: Summary, images: list[Path], why: object = None) -> None:
+            await asyncio.sleep(0.15)
+            await super().send_paper(chat, summary, images)
+
+    sender = SlowSender()
+    clock = Clock(utc(2024, 5, 6, 8, 0))
+    scheduler = Scheduler(c, {Platform.TELEGRAM: sender}, clock=clock, tick=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        await eventually(lambda: scheduler._poll_task is not None and scheduler._poll_task.done())
+        clock.now = utc(2024, 5, 6, 9, 0)
+        stale = []
+        while len(sender.papers_to("c4")) < 1:
+            stale += c.metrics.stale_loops()
+            await asyncio.sleep(0.01)
+        assert stale == [] and all(sender.papers_to(f"c{n}") for n in range(5))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -28,7 +29,7 @@ ALICE = FakeTelegram.user(2001, "Alice")
 
 @contextlib.asynccontextmanager
 async def webhook_service(
-    tmp_path: Path, fake_arxiv: FakeArxiv, tg: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake_arxiv: FakeArxiv, tg: FakeTelegram, monkeypatch: pytest.MonkeyPatch, url: str = URL
 ) -> AsyncIterator[str]:
     """`paperbot run` in webhook mode in this process; yields the URL to POST updates to."""
     port = free_port()
@@ -36,7 +37,7 @@ async def webhook_service(
         **env_for(tmp_path, fake_arxiv),
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_API_BASE_URL": tg.url,
-        "TELEGRAM_WEBHOOK_URL": URL,
+        "TELEGRAM_WEBHOOK_URL": url,
         "TELEGRAM_WEBHOOK_LISTEN": f"127.0.0.1:{port}",
         "TELEGRAM_WEBHOOK_SECRET": SECRET,
     }
@@ -48,7 +49,7 @@ async def webhook_service(
         await tg.wait_for("setWebhook", timeout=20)
         # PTB calls setWebhook before its server listens: wait for the port, as Telegram's retries would.
         await wait_listening(port)
-        yield f"http://127.0.0.1:{port}/paperbot/telegram"
+        yield f"http://127.0.0.1:{port}{urlsplit(url).path}"
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -116,6 +117,32 @@ async def test_webhook_mode_sets_the_webhook_serves_updates_and_refuses_bad_secr
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
+
+
+async def test_a_webhook_path_with_regex_characters_and_a_query_is_served_and_bad_bodies_refused(
+    tmp_path: Path, fake_arxiv: FakeArxiv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PTB's server routes by regular expression: a path like /hook/a+b(1) (a random token with
+    `+`) matched nothing, and every update Telegram sent was answered 404."""
+    url = "https://bot.example.org/hook/a+b(1).x?replica=2"
+    with FakeTelegram() as tg:
+        async with webhook_service(tmp_path, fake_arxiv, tg, monkeypatch, url) as hook:
+            assert tg.calls_to("setWebhook")[0].params["url"] == url
+            chat = tg.private_chat(ALICE)
+            start = {"update_id": 10, "message": tg.new_message(chat, "/start", ALICE)}
+            assert await post(hook + "?replica=2", start, SECRET) == 200
+            await tg.wait_for("sendMessage", lambda c: c.chat_id == chat["id"])
+            async with aiohttp.ClientSession() as http:
+                # Not JSON, with the secret: refused as a bad request, the server goes on.
+                async with http.post(hook, data=b"\xff{not json", headers={HEADER: SECRET}) as resp:
+                    assert 400 <= resp.status < 500
+                # A big body without the secret: refused.
+                async with http.post(hook, data=b"x" * 5_000_000) as resp:
+                    assert resp.status == 403
+            help_ = {"update_id": 11, "message": tg.new_message(chat, "/help", ALICE)}
+            assert await post(hook, help_, SECRET) == 200
+            await tg.idle(quiet=0.5)
+            assert len(tg.calls_to("sendMessage", chat["id"])) == 2
 
 
 async def test_webhook_mode_without_secret_exits_2_naming_it(tmp_path: Path, fake_arxiv: FakeArxiv) -> None:

@@ -58,6 +58,10 @@ def redact_url(target: str | Path) -> str:
     if not is_postgres_url(text):
         return text
     parts = urlsplit(text)
+    if "password=" in parts.query:  # libpq's URL parameter: ?password=...
+        query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+        parts = parts._replace(query=query)
+        text = urlunsplit(parts)
     if parts.password is None:
         return text
     user = parts.username or ""
@@ -374,6 +378,15 @@ class SqliteBackend(Backend):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Seconds between the queries that keep a try-lock's idle session alive (below any sensible
+# idle_session_timeout; one `SELECT 1` per half minute costs nothing).
+LOCK_KEEPALIVE = 30.0
+
+
+class LockLost(RuntimeError):
+    """The session holding a PostgreSQL try-lock ended while its block ran (see `try_lock`)."""
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for a lock name (the same in every process)."""
     digest = hashlib.blake2b(f"paperbot:{name}".encode(), digest_size=8).digest()
@@ -444,9 +457,48 @@ class PostgresBackend(Backend):
         conn = await asyncpg.connect(self.url)
         try:
             got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(name)))
+            # If that session ends while the block runs (pg_terminate_backend, an idle timeout, a
+            # proxy, a server restart), the lock is free for another process: the block must not
+            # go on beside it. The task running it is cancelled, and the block raises LockLost,
+            # as if the process had died there.
+            task = asyncio.current_task()
+            lost = False
+
+            def on_lost(_conn: Any) -> None:
+                nonlocal lost
+                if got and not lost and task is not None and not task.done():
+                    lost = True
+                    task.cancel(msg=f"lost the {name} lock")
+
+            conn.add_termination_listener(on_lost)
+            done = asyncio.Event()
+
+            async def keep_alive() -> None:
+                # The session is idle while the block runs: a server's idle_session_timeout (or a
+                # proxy's) would end it, and the lock with it. A query now and then keeps it busy.
+                while not done.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), LOCK_KEEPALIVE)
+                        return
+                    with contextlib.suppress(Exception):  # a lost session is on_lost's to report
+                        await conn.execute("SELECT 1")
+
+            pinger = asyncio.create_task(keep_alive()) if got else None
             try:
                 yield got
+            except asyncio.CancelledError:
+                if lost and task is not None and task.uncancel() == 0:
+                    raise LockLost(
+                        f"the database ended the session that held the {name} lock; stopped here so "
+                        "that no two processes do its work at once"
+                    ) from None
+                raise
             finally:
+                done.set()
+                if pinger is not None:
+                    with contextlib.suppress(Exception):
+                        await pinger
+                conn.remove_termination_listener(on_lost)
                 if got and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(name))

@@ -177,17 +177,17 @@ class LedgerStore(StoreBase):
         for table in ("deliveries", "push_headers"):
             row = await self.fetchone(f"SELECT COUNT(*) FROM {table} WHERE status=?", (DeliveryStatus.GIVEN_UP,))
             count += int(row[0]) if row else 0
-        # Rows without a retry time (given up because their chat was switched off) come last on
-        # both databases: PostgreSQL sorts NULLs first in a descending order, SQLite last.
+        # COALESCE: a row given up without a retry time (its chat was switched off) sorts last on
+        # both backends; PostgreSQL puts NULL first in a descending order, SQLite last.
         rows = await self.fetchall(
-            "SELECT c.platform, c.chat_id, d.arxiv_id AS what, d.error, d.first_failed_at, d.next_attempt_at, "
-            "CASE WHEN d.next_attempt_at IS NULL THEN 0 ELSE 1 END AS tried "
+            "SELECT c.platform, c.chat_id, d.arxiv_id AS what, d.error, d.first_failed_at, "
+            "COALESCE(d.next_attempt_at, '') "
             "FROM deliveries d JOIN chats c ON c.id=d.chat_pk WHERE d.status=? "
             "UNION ALL "
-            "SELECT c.platform, c.chat_id, 'header of ' || h.announced, h.error, h.first_failed_at, h.next_attempt_at, "
-            "CASE WHEN h.next_attempt_at IS NULL THEN 0 ELSE 1 END "
+            "SELECT c.platform, c.chat_id, 'header of ' || h.announced, h.error, h.first_failed_at, "
+            "COALESCE(h.next_attempt_at, '') "
             "FROM push_headers h JOIN chats c ON c.id=h.chat_pk WHERE h.status=? "
-            "ORDER BY 7 DESC, 6 DESC LIMIT ?",
+            "ORDER BY 6 DESC LIMIT ?",
             (DeliveryStatus.GIVEN_UP, DeliveryStatus.GIVEN_UP, limit),
         )
         return count, [
