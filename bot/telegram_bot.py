@@ -695,13 +695,25 @@ class TelegramBot:
         if summary is None:
             async with typing(bot, to):
                 summary = (await self.service.summarize(ref.versioned_id, language, with_images=False)).summary
-        reply = ReplyParameters(query.message.message_id, allow_sending_without_reply=True)
+        reply: ReplyParameters | None = ReplyParameters(query.message.message_id, allow_sending_without_reply=True)
         sent: list[Message] = []
         for piece in breakdown_messages(summary):
-            sent.append(await bot.send_message(
-                to.chat_id, piece, parse_mode=ParseMode.HTML, message_thread_id=to.thread_id,
-                link_preview_options=NO_PREVIEW, reply_parameters=None if sent else reply,
-            ))
+            try:
+                sent.append(await bot.send_message(
+                    to.chat_id, piece, parse_mode=ParseMode.HTML, message_thread_id=to.thread_id,
+                    link_preview_options=NO_PREVIEW, reply_parameters=None if sent else reply,
+                ))
+            except ChatMigrated as exc:
+                if sent:
+                    raise
+                # A post from before its group became a supergroup: the breakdown goes to the
+                # supergroup, whose messages have other ids (a reply to the post's id would answer
+                # some other message there).
+                await self.c.store.migrate_chat(Platform.TELEGRAM, str(to.chat_id), str(exc.new_chat_id))
+                to, reply = Target(exc.new_chat_id), None
+                sent.append(await bot.send_message(
+                    to.chat_id, piece, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
+                ))
         await remember_post(self.c.store, to.chat_id, [m.message_id for m in sent], summary)
         return sent[0] if sent else None
 

@@ -1,0 +1,51 @@
+"""Seams between the buttons, /ask, replies, migrations and the quota (issues 9-13 merged), end to
+end through FakeTelegram and the real Application."""
+
+from __future__ import annotations
+
+from bot.models import Platform
+from bot.service import Service
+from tests.fakes.arxiv import SEED_ID
+from tests.fakes.telegram import parse_html
+from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
+    ALICE,
+    BOB,
+    bot,
+    breakdowns,
+    post_card,
+    tg,
+)
+from tests.test_telegram import Bot, buttons, wait_until
+
+
+async def test_a_press_on_a_post_of_a_migrated_group_posts_in_the_supergroup_and_keeps_its_settings(
+    bot: Bot,
+) -> None:
+    tg, store = bot.tg, bot.c.store
+    old = tg.group(-600, "Reading group", kind="group")
+    tg.set_member(old["id"], ALICE["id"], "creator")
+    tg.push_message(old, "/settings language de", ALICE)
+    await bot.reply(old, "Settings changed")
+    tg.push_message(old, "/subscribe cat:cs.CV", ALICE)
+    await bot.reply(old, "Subscribed")
+    summary = (await Service(bot.c).summarize(SEED_ID, "en", with_images=False)).summary
+    card = await post_card(bot, old, summary)
+    tg.push_migration(old, -100600601, ALICE)
+
+    async def moved() -> bool:
+        return await store.get_chat(Platform.TELEGRAM, "-100600601") is not None
+
+    await wait_until(moved)
+    # The old group's history stays visible; its buttons still work, but it takes no messages.
+    tg.migrated(-600, -100600601)
+    tg.push_callback(tg.message(-600, card.result["message_id"]), BOB, buttons(card)[0]["callback_data"])
+    await tg.wait_for("sendMessage", lambda c: c.chat_id == -100600601 and "Full breakdown" in c.params["text"])
+    await tg.idle()
+
+    [posted] = breakdowns(tg, -100600601)
+    assert "reply_parameters" not in posted.params  # the post's id means another message there
+    assert "Defect Image Sample Generation" in parse_html(posted.params["text"])
+    new = await store.get_chat(Platform.TELEGRAM, "-100600601")
+    assert new is not None and new.language == "de"  # the press did not reset the settings
+    assert [t.query for t in await store.list_topics(new.id)] == ["cat:cs.CV"]  # type: ignore[arg-type]
+    assert await store.get_chat(Platform.TELEGRAM, "-600") is None
