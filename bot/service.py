@@ -14,7 +14,7 @@ from pathlib import Path
 from bot import validate
 from bot.app import Components
 from bot.arxiv_source import ArxivUnavailable, PaperNotFound
-from bot.ask import MAX_QUESTION_CHARS, Answer, Asker, clean_question, normalize_question
+from bot.ask import Answer, Asker, clean_question, normalize_question
 from bot.config import check_timezone, parse_hhmm
 from bot.ids import BadArxivId, parse_arxiv_id
 from bot.models import Chat, Paper, Summary, Topic
@@ -194,11 +194,9 @@ class Service:
         A cached answer is free; a new one counts against the user's quota (shared with /summary).
         Raises UserError for an empty question or a paper arXiv does not know.
         """
+        with user_input():
+            question = validate.question(question)
         question = clean_question(question)
-        if not question:
-            raise UserError(f"Ask a question about the paper, {ASK_EXAMPLE}")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise UserError(f"That question is {len(question)} characters long; ask in at most {MAX_QUESTION_CHARS}.")
         lang = self.language(language)
         paper = await self.find_paper(id_text)
         if not paper.abstract.strip() and not paper.title.strip():

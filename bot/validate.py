@@ -167,9 +167,9 @@ def setting_value(text: str, example: str) -> str:
 def question(text: str) -> str:
     """A question about a paper (/ask): cleaned, not empty, at most MAX_QUESTION_CHARS."""
     s = clean(text)
-    example = "/ask 2405.01872 What dataset do they evaluate on?"
+    example = "/ask 2405.01872 Which datasets do they evaluate on?"
     if not s:
-        raise BadInput(f"Ask a question after the paper id, e.g. {example}")
+        raise BadInput(f"Ask a question about the paper, e.g. {example}")
     if len(s) > MAX_QUESTION_CHARS:
         raise BadInput(
             f"A question can be at most {MAX_QUESTION_CHARS:,} characters; this one has {len(s):,}. "

@@ -4,8 +4,11 @@ end through FakeTelegram and the real Application."""
 from __future__ import annotations
 
 from bot.models import Platform
+from bot.render.discord import answer_chunks
 from bot.service import Service
+from bot.validate import MAX_QUESTION_CHARS
 from tests.fakes.arxiv import SEED_ID
+from tests.fakes.gemini import FakeGemini
 from tests.fakes.telegram import parse_html
 from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
     ALICE,
@@ -15,6 +18,7 @@ from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
     post_card,
     tg,
 )
+from tests.test_ask import QUESTION, ask, gbot, reply_to  # noqa: F401 - gbot is a fixture
 from tests.test_telegram import Bot, buttons, wait_until
 
 
@@ -49,3 +53,35 @@ async def test_a_press_on_a_post_of_a_migrated_group_posts_in_the_supergroup_and
     assert new is not None and new.language == "de"  # the press did not reset the settings
     assert [t.query for t in await store.list_topics(new.id)] == ["cat:cs.CV"]  # type: ignore[arg-type]
     assert await store.get_chat(Platform.TELEGRAM, "-600") is None
+
+
+# --- bounded answers ------------------------------------------------------------------------------------
+
+
+async def test_a_huge_llm_answer_is_a_few_messages_on_both_platforms(gbot: Bot, fake_gemini: FakeGemini) -> None:
+    # A question can ask the model to ramble ("repeat this 10,000 times"): what is shown stays short.
+    fake_gemini.script(FakeGemini.content({"answer": "They use tables. " * 2500, "quotes": ["x " * 3000] * 3}))
+    chat = gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} {QUESTION}", ALICE)
+    await reply_to(gbot, qid, chat)
+    await gbot.tg.idle()
+    replies = [c for c in gbot.tg.calls_to("sendMessage", chat["id"])
+               if (c.params.get("reply_parameters") or {}).get("message_id") == qid]
+    assert 1 <= len(replies) <= 2
+    shown = "\n".join(parse_html(r.params["text"]) for r in replies)
+    assert "They use tables. They use tables." in shown and "…" in shown
+    answer = await Service(gbot.c).ask(SEED_ID, QUESTION, "en")  # the cached answer, as Discord shows it
+    assert answer.cached and len(answer.text) > 40_000
+    assert len(answer_chunks(answer)) <= 4
+
+
+async def test_an_overlong_question_is_refused_with_an_example_before_any_cost(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    chat = gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} " + "Why? " * 2000, ALICE)
+    [reply] = await reply_to(gbot, qid, chat)
+    text = parse_html(reply.params["text"])
+    assert text.startswith(f"A question can be at most {MAX_QUESTION_CHARS:,} characters; this one has 9,999.")
+    assert "e.g. /ask 2405.01872" in text
+    assert fake_gemini.calls == 0 and await gbot.c.store.quota_used(f"telegram:{ALICE['id']}") == 0
