@@ -248,6 +248,15 @@ class Service:
             raise UserError(f"Ask a question after the paper id, {ASK_EXAMPLE}")
         return parts[0], parts[1]
 
+    @staticmethod
+    def names_a_paper(text: str) -> bool:
+        """Whether `text` is a paper id in one of the accepted forms (bot.ids); no lookup."""
+        try:
+            parse_arxiv_id(validate.paper_id(text))
+        except (validate.BadInput, BadArxivId):
+            return False
+        return True
+
     async def cached_breakdown(self, id_text: str, language: str) -> Summary | None:
         """The stored summary a breakdown button shows, or None when showing it needs a new LLM call."""
         paper = await self.find_paper(id_text)

@@ -72,6 +72,7 @@ from bot.render.telegram import (
 from bot.sender import ChatGone, ChatMoved, PermanentSendError, TransientSendError
 from bot.service import HELP_TEXT, Service, UserError, quota_note
 from bot.store import Store
+from bot.store.posts import PostRef
 from bot.validate import clean
 
 log = logging.getLogger(__name__)
@@ -586,6 +587,13 @@ class TelegramBot:
             await remember_post(self.c.store, r.to.chat_id, ids, result.summary)
 
     async def cmd_ask(self, bot: Bot, r: Request) -> None:
+        replied = await self._post_replied_to(r.message)
+        words = r.arg.split(maxsplit=1)
+        if replied is not None and not (words and self.service.names_a_paper(words[0])):
+            # /ask as a reply to a paper's post, without another paper's id: a question about that post.
+            post, chat = replied
+            await self._answer(bot, r.message, chat, post.versioned_id, r.arg, r.user_key)
+            return
         try:
             id_text, question = self.service.parse_ask(r.arg)
         except UserError as exc:
@@ -593,28 +601,36 @@ class TelegramBot:
             return
         await self._answer(bot, r.message, r.chat, id_text, question, r.user_key)
 
-    async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A reply to any message of a paper's post (card, photo, album, breakdown): a question about it."""
-        message = update.effective_message
-        if message is None or message.reply_to_message is None or not (message.text or "").strip():
-            return
-        post = await self.c.store.post_of_message(
-            Platform.TELEGRAM, str(message.chat_id), message.reply_to_message.message_id
-        )
+    async def _post_replied_to(self, message: Message) -> tuple[PostRef, Chat] | None:
+        """The paper's post that `message` replies to (any of its messages), with the chat to answer
+        as; None when it replies to something else or to nothing."""
         replied = message.reply_to_message
+        if replied is None:
+            return None
+        post = await self.c.store.post_of_message(Platform.TELEGRAM, str(message.chat_id), replied.message_id)
         origin = replied.forward_origin
+        via_channel = False
         if post is None and replied.is_automatic_forward and isinstance(origin, MessageOriginChannel):
             # A comment in a channel's discussion group: it replies to the copy of the channel's post
             # that Telegram forwarded there; the original names the post.
             post = await self.c.store.post_of_message(Platform.TELEGRAM, str(origin.chat.id), origin.message_id)
             via_channel = True
-        else:
-            via_channel = False
         if post is None:
-            return  # a reply to something else: not ours to answer
+            return None
         chat = await self.service.register_chat(chat_of(message.chat))
         if via_channel:  # answered in the language the channel's post was written in
             chat = dataclasses.replace(chat, language=post.language)
+        return post, chat
+
+    async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A reply to any message of a paper's post (card, photo, album, breakdown): a question about it."""
+        message = update.effective_message
+        if message is None or not (message.text or "").strip():
+            return
+        replied = await self._post_replied_to(message)
+        if replied is None:
+            return  # a reply to something else: not ours to answer
+        post, chat = replied
         who = message.sender_chat or message.from_user or message.chat
         await self._answer(context.bot, message, chat, post.versioned_id, message.text or "", f"telegram:{who.id}")
 

@@ -7,9 +7,9 @@ from bot.models import Platform
 from bot.render.discord import answer_chunks
 from bot.service import Service
 from bot.validate import MAX_QUESTION_CHARS
-from tests.fakes.arxiv import SEED_ID
+from tests.fakes.arxiv import SEED_ID, SEED_TITLE
 from tests.fakes.gemini import FakeGemini
-from tests.fakes.telegram import parse_html
+from tests.fakes.telegram import BOT_USERNAME, parse_html
 from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
     ALICE,
     BOB,
@@ -85,3 +85,31 @@ async def test_an_overlong_question_is_refused_with_an_example_before_any_cost(
     assert text.startswith(f"A question can be at most {MAX_QUESTION_CHARS:,} characters; this one has 9,999.")
     assert "e.g. /ask 2405.01872" in text
     assert fake_gemini.calls == 0 and await gbot.c.store.quota_used(f"telegram:{ALICE['id']}") == 0
+
+
+# --- /ask as a reply -------------------------------------------------------------------------------------
+
+
+async def test_ask_without_an_id_as_a_reply_to_a_post_asks_about_that_paper(gbot: Bot, fake_gemini: FakeGemini) -> None:
+    tg = gbot.tg
+    group = tg.group(-100_778, "Lab")
+    tg.push_message(group, f"/summary {SEED_ID}", BOB)
+    card = await gbot.answer(group, SEED_ID)
+    await tg.idle()
+    post = tg.message(group["id"], card.params["message_id"])
+    qid = ask(gbot, group, f"/ask@{BOT_USERNAME} which datasets do they use?", BOB, reply_to_message=post)
+    [reply] = await reply_to(gbot, qid, group)
+    assert parse_html(reply.params["text"]).startswith(f"Answer: {SEED_TITLE}")
+    # An id still names the paper, whatever the reply is to; nothing else is a question yet.
+    qid = ask(gbot, group, "/ask 2405.99999 what is it?", BOB, reply_to_message=post)
+    [reply] = await reply_to(gbot, qid, group)
+    assert "arxiv.org" in parse_html(reply.params["text"])
+    qid = ask(gbot, group, "/ask", BOB, reply_to_message=post)
+    [reply] = await reply_to(gbot, qid, group)
+    assert parse_html(reply.params["text"]).startswith("Ask a question about the paper, e.g. /ask 2405.01872")
+    other = tg.new_message(group, "lunch?", ALICE)
+    tg.push({"message": other})
+    qid = ask(gbot, group, "/ask which datasets?", BOB, reply_to_message=other)
+    [reply] = await reply_to(gbot, qid, group)
+    assert "'which' is not an arXiv id" in parse_html(reply.params["text"])
+    assert fake_gemini.calls == 2  # the summary and the one question

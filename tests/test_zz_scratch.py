@@ -10,38 +10,27 @@ from tests.test_abuse_telegram import refused, texts
 from tests.test_telegram import ALICE, BOB
 
 
-async def test_long_answer(gbot, fake_gemini) -> None:
-    fake_gemini.script(FakeGemini.content({"answer": "word " * 8000, "quotes": ["x" * 5000, "y"*5000, "z"*5000]}))
-    chat = gbot.tg.private_chat(ALICE)
-    qid = ask(gbot, chat, f"/ask {SEED_ID} {QUESTION}", ALICE)
-    await reply_to(gbot, qid, chat)
-    await gbot.tg.idle()
-    r = [c for c in gbot.tg.calls_to("sendMessage", chat["id"])]
-    print("MESSAGES", len(r), [len(c.params["text"]) for c in r])
-
-
-async def test_hostile_ask(gbot, fake_gemini) -> None:
+async def test_replies(gbot, fake_gemini) -> None:
     tg = gbot.tg
-    hostile = {"10k": "A" * 10_000, "zw": "\u200b\u200d", "html": "<b>x</b> & <script>", "empty": "",
-               "path": "../../etc/passwd What?", "sup": "²"}
-    chats = {}
-    n = 0
-    for where in ("private", "group", "channel"):
-        for name, arg in hostile.items():
-            n += 1
-            for form in ("id", "noid"):
-                n += 1
-                text = f"/ask {SEED_ID} {arg}" if form == "id" else f"/ask {arg}"
-                if where == "private":
-                    u = FakeTelegram.user(60_000 + n, "H"); chat = tg.private_chat(u)
-                    tg.push_message(chat, text.strip(), u)
-                elif where == "group":
-                    chat = tg.group(-100_000_000 - n, "G"); tg.push_message(chat, text.strip(), BOB)
-                else:
-                    chat = tg.channel(-100_200_000 - n, "C"); tg.push_channel_post(chat, text.strip())
-                chats[chat["id"]] = (where, name, form)
-    await tg.idle(quiet=0.5, timeout=60)
-    print("REFUSED", refused(tg))
-    for cid, case in chats.items():
-        print(case, texts(tg, cid)[:1])
-    print("GEMINI", fake_gemini.calls)
+    group = tg.group(-100777, "Lab")
+    tg.set_member(group["id"], BOB["id"], "member")
+    tg.push_message(group, f"/summary {SEED_ID}", BOB)
+    card = await gbot.answer(group, SEED_ID)
+    await tg.idle()
+    card_msg = tg.message(group["id"], card.params["message_id"])
+    for text in ["\u200b\u200d", "/ask which datasets?", f"/ask@{'paperbot_test_bot'} which datasets?", "/", "/foo bar",
+                 "<b>hi</b> what?"]:
+        m = tg.new_message(group, text, BOB, reply_to_message=card_msg)
+        tg.push({"message": m})
+        await tg.idle()
+        print("CASE", repr(text), [parse_html(c.params["text"])[:150] for c in tg.calls_to("sendMessage", group["id"])
+               if (c.params.get("reply_parameters") or {}).get("message_id") == m["message_id"] or c.result["message_id"] > m["message_id"]])
+    # caption /ask
+    photo = [{"file_id": "in-photo", "file_unique_id": "in-photo-u", "width": 90, "height": 90, "file_size": 900}]
+    m = tg.new_message(group, None, BOB, photo=photo, caption=f"/ask {SEED_ID} which datasets?")
+    tg.push({"message": m}); await tg.idle()
+    print("CAPTION", [parse_html(c.params["text"])[:150] for c in tg.calls_to("sendMessage", group["id"]) if c.result["message_id"] > m["message_id"]])
+    m = tg.new_message(group, None, BOB, photo=photo, caption="which datasets?", reply_to_message=card_msg)
+    tg.push({"message": m}); await tg.idle()
+    print("PHOTOREPLY", [parse_html(c.params["text"])[:150] for c in tg.calls_to("sendMessage", group["id"]) if c.result["message_id"] > m["message_id"]])
+    print("REFUSED", refused(tg), "GEMINI", fake_gemini.calls)
