@@ -683,21 +683,29 @@ class TelegramBot:
             state = await self.c.store.button_post(Platform.TELEGRAM, *post, BUTTON_KIND)
             await self._answer_press(query, ALREADY_POSTED if state and state["posted_id"] else BEING_POSTED)
             return
-        posted: Message | None = None
+        posted: list[Message] = []
+
+        async def first_out(message: Message) -> None:
+            # Recorded as soon as the chat shows the start of it: a failure or a crash before the
+            # last message must not let a later press post it again from the start (SPEC: at most once).
+            posted.append(message)
+            if once:
+                await self.c.store.finish_button_post(Platform.TELEGRAM, *post, BUTTON_KIND, str(message.message_id))
+
         try:
             chat = await self.service.register_chat(chat_of(tg))
-            posted = await self._post_breakdown(context.bot, query, ref, chat.language, to)
+            await self._post_breakdown(context.bot, query, ref, chat.language, to, first_out)
         finally:
-            if once and posted is not None:
-                await self.c.store.finish_button_post(Platform.TELEGRAM, *post, BUTTON_KIND, str(posted.message_id))
-            elif once:
+            if once and not posted:
                 await self.c.store.release_button_post(Platform.TELEGRAM, *post, BUTTON_KIND)
 
     async def _post_breakdown(
-        self, bot: Bot, query: CallbackQuery, ref: BreakdownRef, chat_language: str, to: Target
+        self, bot: Bot, query: CallbackQuery, ref: BreakdownRef, chat_language: str, to: Target,
+        first_out: Callable[[Message], Awaitable[None]],
     ) -> Message | None:
-        """Answer the press and post the breakdown as a reply to the post; the first message, or
-        None when nothing was posted (the press was answered with the reason)."""
+        """Answer the press and post the breakdown as a reply to the post; the first message (also
+        given to `first_out` as soon as it is sent), or None when nothing was posted (the press was
+        answered with the reason)."""
         assert query.message is not None
         language = ref.language or chat_language
         try:
@@ -730,6 +738,8 @@ class TelegramBot:
                 sent.append(await bot.send_message(
                     to.chat_id, piece, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
                 ))
+            if len(sent) == 1:
+                await first_out(sent[0])
         await remember_post(self.c.store, to.chat_id, [m.message_id for m in sent], summary)
         return sent[0] if sent else None
 

@@ -3,8 +3,11 @@ end through FakeTelegram and the real Application."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from bot.models import Platform
 from bot.render.discord import answer_chunks
+from bot.render.telegram import breakdown_messages
 from bot.service import Service
 from bot.validate import MAX_QUESTION_CHARS
 from tests.fakes.arxiv import SEED_ID, SEED_TITLE
@@ -12,13 +15,17 @@ from tests.fakes.gemini import FakeGemini
 from tests.fakes.telegram import BOT_USERNAME, parse_html
 from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
     ALICE,
+    ALREADY_POSTED,
     BOB,
+    GROUP,
+    answered,
     bot,
     breakdowns,
     post_card,
     tg,
 )
 from tests.test_ask import QUESTION, ask, gbot, reply_to  # noqa: F401 - gbot is a fixture
+from tests.test_render import sentences
 from tests.test_telegram import Bot, buttons, wait_until
 
 
@@ -113,3 +120,36 @@ async def test_ask_without_an_id_as_a_reply_to_a_post_asks_about_that_paper(gbot
     [reply] = await reply_to(gbot, qid, group)
     assert "'which' is not an arXiv id" in parse_html(reply.params["text"])
     assert fake_gemini.calls == 2  # the summary and the one question
+
+
+# --- a breakdown that fails halfway -----------------------------------------------------------------------
+
+
+async def test_a_breakdown_cut_off_halfway_is_not_posted_again_from_the_start(bot: Bot) -> None:
+    tg = bot.tg
+    stored = (await Service(bot.c).summarize(SEED_ID, "en", with_images=False)).summary
+    # The stored summary, made long (as an LLM's can be): its breakdown takes several messages.
+    summary = dataclasses.replace(stored, content=dataclasses.replace(
+        stored.content, background=sentences(30, "Background"), results=sentences(30, "Results"),
+        conclusion=sentences(30, "Conclusion"),
+    ))
+    await bot.c.store.put_summary(summary, bot.c.summaries.primary.model_key)
+    assert len(breakdown_messages(summary)) >= 2
+    group = tg.group(GROUP, "Reading group")
+    card = await post_card(bot, group, summary)
+    message, data = tg.message(GROUP, card.result["message_id"]), buttons(card)[0]["callback_data"]
+
+    # The first message is out, the second is refused (it would be the same after a crash between them).
+    tg.fail("sendMessage", GROUP, 400, "Bad Request: message is too long", after=1)
+    tg.push_callback(message, ALICE, data)
+    await tg.wait_for("sendMessage", lambda c: c.chat_id == GROUP and "Full breakdown" in c.params["text"])
+    await tg.idle()
+    first = breakdowns(tg, GROUP)
+    assert len(first) == 1
+
+    again = tg.push_callback(message, BOB, data)
+    assert (await answered(tg, again)).params["text"] == ALREADY_POSTED
+    await tg.idle()
+    assert len(breakdowns(tg, GROUP)) == 1  # the chat has the start of it, not two starts
+    stored = await bot.c.store.button_post(Platform.TELEGRAM, str(GROUP), str(card.result["message_id"]), "breakdown")
+    assert stored is not None and stored["posted_id"] == str(first[0].result["message_id"])

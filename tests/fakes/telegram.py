@@ -145,6 +145,7 @@ class _Scripted:
     description: str
     parameters: dict[str, Any] | None
     times: int | None  # None: for ever
+    after: int = 0  # matching calls let through before the failures start
 
 
 class FakeTelegram:
@@ -220,8 +221,9 @@ class FakeTelegram:
         description: str,
         parameters: dict[str, Any] | None = None,
         times: int | None = 1,
+        after: int = 0,
     ) -> None:
-        self._scripted.append(_Scripted(method, chat_id, status, description, parameters, times))
+        self._scripted.append(_Scripted(method, chat_id, status, description, parameters, times, after))
 
     def clear_failures(self) -> None:
         with self._lock:
@@ -243,6 +245,9 @@ class FakeTelegram:
         with self._lock:
             for s in self._scripted:
                 if s.method in (method, "*") and s.chat_id in (None, chat_id) and s.times != 0:
+                    if s.after > 0:
+                        s.after -= 1
+                        continue
                     if s.times is not None:
                         s.times -= 1
                     return BotApiError(s.status, s.description, s.parameters)
