@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from bot.models import Platform
+from bot.models import Chat, ChatKind, Platform
 from bot.render.discord import answer_chunks
 from bot.render.telegram import breakdown_messages
 from bot.service import Service
+from bot.store import Store
 from bot.validate import MAX_QUESTION_CHARS
 from tests.fakes.arxiv import SEED_ID, SEED_TITLE
 from tests.fakes.gemini import FakeGemini
@@ -153,3 +154,22 @@ async def test_a_breakdown_cut_off_halfway_is_not_posted_again_from_the_start(bo
     assert len(breakdowns(tg, GROUP)) == 1  # the chat has the start of it, not two starts
     stored = await bot.c.store.button_post(Platform.TELEGRAM, str(GROUP), str(card.result["message_id"]), "breakdown")
     assert stored is not None and stored["posted_id"] == str(first[0].result["message_id"])
+
+
+async def test_two_rows_for_one_migrated_chat_keep_the_older_ones_settings_on_both_backends(db_target: str) -> None:
+    store = await Store.open(db_target)
+    try:
+        # The supergroup wrote before its migration message was handled: the old group's settings win.
+        await store.ensure_chat(Chat(Platform.TELEGRAM, "-1", ChatKind.GROUP, "g", "de", "UTC", "08:00"))
+        await store.ensure_chat(Chat(Platform.TELEGRAM, "-1001", ChatKind.SUPERGROUP, "g", "en", "UTC", "09:00"))
+        await store.migrate_chat(Platform.TELEGRAM, "-1", "-1001")
+        moved = await store.get_chat(Platform.TELEGRAM, "-1001")
+        assert moved is not None and (moved.language, moved.push_time) == ("de", "08:00")
+        # A press on an old post registered the old id afresh after the move: the supergroup's stay.
+        await store.ensure_chat(Chat(Platform.TELEGRAM, "-1", ChatKind.GROUP, "g", "en", "UTC", "09:00"))
+        await store.migrate_chat(Platform.TELEGRAM, "-1", "-1001")
+        again = await store.get_chat(Platform.TELEGRAM, "-1001")
+        assert again is not None and (again.language, again.push_time, again.id) == ("de", "08:00", moved.id)
+        assert again.kind == ChatKind.SUPERGROUP and await store.get_chat(Platform.TELEGRAM, "-1") is None
+    finally:
+        await store.close()
