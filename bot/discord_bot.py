@@ -27,7 +27,7 @@ from discord import app_commands
 from discord.utils import escape_markdown
 
 from bot.app import Components
-from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner
+from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner, claim_kept
 from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip, one_line
 from bot.render.discord import answer_chunks, breakdown_chunks, paper_embed, split_text
@@ -239,7 +239,8 @@ class BreakdownButton(
                 await store.finish_button_post(Platform.DISCORD, *post, BUTTON_KIND, str(message.id))
 
         try:
-            await self._post(interaction, self.ref, first_out)
+            async with claim_kept(store, Platform.DISCORD, *post, BUTTON_KIND) if once else contextlib.nullcontext():
+                await self._post(interaction, self.ref, first_out)
         except Exception as exc:
             await report_error(interaction, exc)
         finally:

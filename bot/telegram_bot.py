@@ -55,7 +55,7 @@ from telegram.ext import (
 
 from bot.app import Components
 from bot.ask import Answer
-from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner
+from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner, claim_kept
 from bot.config import Settings
 from bot.logs import RedactingFilter
 from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
@@ -693,8 +693,9 @@ class TelegramBot:
                 await self.c.store.finish_button_post(Platform.TELEGRAM, *post, BUTTON_KIND, str(message.message_id))
 
         try:
-            chat = await self.service.register_chat(chat_of(tg))
-            await self._post_breakdown(context.bot, query, ref, chat.language, to, first_out)
+            async with claim_kept(self.c.store, Platform.TELEGRAM, *post, BUTTON_KIND) if once else contextlib.nullcontext():
+                chat = await self.service.register_chat(chat_of(tg))
+                await self._post_breakdown(context.bot, query, ref, chat.language, to, first_out)
         finally:
             if once and not posted:
                 await self.c.store.release_button_post(Platform.TELEGRAM, *post, BUTTON_KIND)

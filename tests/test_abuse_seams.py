@@ -3,13 +3,18 @@ end through FakeTelegram and the real Application."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from datetime import timedelta
 
-from bot.models import Chat, ChatKind, Platform
+import pytest
+
+from bot.models import Chat, ChatKind, Platform, Summary
 from bot.render.discord import answer_chunks
 from bot.render.telegram import breakdown_messages
 from bot.service import Service
 from bot.store import Store
+from bot.store import buttons as button_store
 from bot.validate import MAX_QUESTION_CHARS
 from tests.fakes.arxiv import SEED_ID, SEED_TITLE
 from tests.fakes.gemini import FakeGemini
@@ -17,14 +22,17 @@ from tests.fakes.telegram import BOT_USERNAME, parse_html
 from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
     ALICE,
     ALREADY_POSTED,
+    BEING_POSTED,
     BOB,
     GROUP,
     answered,
     bot,
     breakdowns,
+    old_content,
     post_card,
     tg,
 )
+from tests.test_abuse_telegram import gbot as abuse_gbot  # noqa: F401 - quota 1, Gemini
 from tests.test_ask import QUESTION, ask, gbot, reply_to  # noqa: F401 - gbot is a fixture
 from tests.test_render import sentences
 from tests.test_telegram import Bot, buttons, wait_until
@@ -173,3 +181,27 @@ async def test_two_rows_for_one_migrated_chat_keep_the_older_ones_settings_on_bo
         assert again.kind == ChatKind.SUPERGROUP and await store.get_chat(Platform.TELEGRAM, "-1") is None
     finally:
         await store.close()
+
+
+# --- a slow breakdown keeps its claim -----------------------------------------------------------------------
+
+
+async def test_a_press_while_a_slow_new_summary_outlasts_the_claim_timeout_does_not_post_twice(
+    abuse_gbot: Bot, fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim goes stale after CLAIM_TIMEOUT (10 min) only when its holder stopped refreshing it; a
+    # summary waiting behind a poll's queue and the LLM's retries can take longer than that.
+    monkeypatch.setattr(button_store, "CLAIM_TIMEOUT", timedelta(seconds=2))
+    tg = abuse_gbot.tg
+    group = tg.group(GROUP, "Reading group")
+    paper = await Service(abuse_gbot.c).find_paper(SEED_ID)
+    card = await post_card(abuse_gbot, group, Summary(paper, old_content(), "fr", "gemini:old"))
+    message, data = tg.message(GROUP, card.result["message_id"]), buttons(card)[0]["callback_data"]
+    fake_gemini.script(FakeGemini.valid(delay=5.0))
+    tg.push_callback(message, ALICE, data)
+    await asyncio.sleep(3.5)  # past the (shortened) timeout, the first press still summarizing
+    late = tg.push_callback(message, BOB, data)
+    assert (await answered(tg, late)).params["text"] == BEING_POSTED
+    await tg.wait_for("sendMessage", lambda c: c.chat_id == GROUP and "Full breakdown" in c.params["text"], 30)
+    await tg.idle()
+    assert len(breakdowns(tg, GROUP)) == 1 and fake_gemini.calls == 1
