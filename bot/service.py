@@ -133,10 +133,11 @@ class Service:
 
     # --- papers and summaries ------------------------------------------------------------
 
-    async def find_paper(self, id_text: str) -> Paper:
-        """Stored paper when we have it (no arXiv request), else arXiv's record."""
+    async def find_paper(self, id_text: str, example: str = validate.PAPER_ID_EXAMPLE) -> Paper:
+        """Stored paper when we have it (no arXiv request), else arXiv's record; `example` is shown
+        with an id that cannot be one."""
         with user_input():
-            id_text = validate.paper_id(id_text)
+            id_text = validate.paper_id(id_text, example)
         try:
             aid = parse_arxiv_id(id_text)
         except BadArxivId as exc:
@@ -198,7 +199,7 @@ class Service:
             question = validate.question(question)
         question = clean_question(question)
         lang = self.language(language)
-        paper = await self.find_paper(id_text)
+        paper = await self.find_paper(id_text, ASK_EXAMPLE.removeprefix("e.g. "))
         if not paper.abstract.strip() and not paper.title.strip():
             raise UserError(f"arXiv has no text of {paper.versioned_id} yet; try again once it is announced.", 1)
         if self._asker is None:

@@ -113,10 +113,13 @@ def query(text: str) -> str:
     return s
 
 
-def paper_id(text: str) -> str:
-    """A paper id's text for `bot.ids.parse_arxiv_id`: cleaned, short, ASCII digits, no paths."""
+PAPER_ID_EXAMPLE = "/summary 2405.01872 or /summary https://arxiv.org/abs/2405.01872"
+
+
+def paper_id(text: str, example: str = PAPER_ID_EXAMPLE) -> str:
+    """A paper id's text for `bot.ids.parse_arxiv_id`: cleaned, short, ASCII digits, no paths.
+    `example` is the command that works, as the user's own command (/summary, /ask) shows it."""
     s = clean(text)
-    example = "/summary 2405.01872 or /summary https://arxiv.org/abs/2405.01872"
     if not s:
         raise BadInput(f"Give a paper id, e.g. {example}")
     if len(s) > MAX_ID_CHARS:

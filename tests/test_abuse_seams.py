@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from bot.app import Components
 from bot.models import Chat, ChatKind, Platform, Summary
 from bot.render.discord import answer_chunks
 from bot.render.telegram import breakdown_messages
@@ -17,6 +18,7 @@ from bot.store import Store
 from bot.store import buttons as button_store
 from bot.validate import MAX_QUESTION_CHARS
 from tests.fakes.arxiv import SEED_ID, SEED_TITLE
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.telegram import BOT_USERNAME, parse_html
 from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
@@ -33,7 +35,9 @@ from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
     tg,
 )
 from tests.test_abuse_telegram import gbot as abuse_gbot  # noqa: F401 - quota 1, Gemini
-from tests.test_ask import QUESTION, ask, gbot, reply_to  # noqa: F401 - gbot is a fixture
+from tests.test_ask import QUESTION, ask, discord_fake, gbot, reply_to  # noqa: F401 - fixtures
+from tests.test_discord import answer as discord_answer
+from tests.test_discord import running_bot
 from tests.test_render import sentences
 from tests.test_telegram import Bot, buttons, wait_until
 
@@ -205,3 +209,11 @@ async def test_a_press_while_a_slow_new_summary_outlasts_the_claim_timeout_does_
     await tg.wait_for("sendMessage", lambda c: c.chat_id == GROUP and "Full breakdown" in c.params["text"], 30)
     await tg.idle()
     assert len(breakdowns(tg, GROUP)) == 1 and fake_gemini.calls == 1
+
+
+async def test_discord_ask_with_an_unusable_id_shows_an_ask_example(discord_fake: FakeDiscord, components: Components) -> None:
+    async with running_bot(components, discord_fake):
+        for bad in ("\u200b", "../../etc/passwd", "２４０５.０１８７２"):
+            [reply] = await discord_answer(discord_fake, discord_fake.slash("ask", {"id": bad, "question": QUESTION}))
+            assert reply.flags & 64 and "/ask 2405.01872 Which datasets do they evaluate on?" in reply.content, bad
+            assert "/summary" not in reply.content
