@@ -18,7 +18,7 @@ from bot.store import Store
 from bot.store import buttons as button_store
 from bot.validate import MAX_QUESTION_CHARS
 from tests.fakes.arxiv import SEED_ID, SEED_TITLE
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord import MEMBER, FakeDiscord
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.telegram import BOT_USERNAME, parse_html
 from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
@@ -27,6 +27,7 @@ from tests.test_abuse_telegram import (  # noqa: F401 - fixtures
     BEING_POSTED,
     BOB,
     GROUP,
+    HOSTILE,
     answered,
     bot,
     breakdowns,
@@ -217,3 +218,21 @@ async def test_discord_ask_with_an_unusable_id_shows_an_ask_example(discord_fake
             [reply] = await discord_answer(discord_fake, discord_fake.slash("ask", {"id": bad, "question": QUESTION}))
             assert reply.flags & 64 and "/ask 2405.01872 Which datasets do they evaluate on?" in reply.content, bad
             assert "/summary" not in reply.content
+
+
+async def test_discord_ask_with_hostile_options_gets_clear_replies(discord_fake: FakeDiscord, components: Components) -> None:
+    tokens: dict[str, tuple[str, str]] = {}
+    channel = 1_500_000_000_000_000_000
+    async with running_bot(components, discord_fake):
+        for option, other in (("question", {"id": SEED_ID}), ("id", {"question": QUESTION})):
+            for name, value in HOSTILE.items():
+                channel += 1
+                token = discord_fake.slash("ask", {**other, option: value}, permissions=MEMBER, channel_id=channel)
+                tokens[token] = (option, name)
+        for token, case in tokens.items():
+            replies = await discord_answer(discord_fake, token)
+            text = "\n".join(m.content for m in replies)
+            assert replies and "went wrong" not in text.lower(), case
+            if not text.startswith("**Answer**"):  # a refusal reaches only the asker
+                assert replies[0].flags & 64, (case, text)
+    assert discord_fake.refusals == []
