@@ -40,7 +40,6 @@ UNMATCHED_CHARS = 24_000  # the text given when no passage matches: PdfService.f
 MAX_QUOTES = 3
 PASSAGE_SENTENCES = 3
 PASSAGE_CHARS = 900
-MAX_QUESTION_CHARS = 500
 EXTRACTIVE = "extractive"
 
 

@@ -12,12 +12,20 @@ empty and the chat's language is used instead.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
+import logging
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
+
+from bot.store import buttons as button_store
+
+log = logging.getLogger(__name__)
 
 CALLBACK_DATA_BYTES = 64
 PREFIX = "bd1"
@@ -30,6 +38,36 @@ class _Meta(Protocol):
     async def get_meta(self, key: str) -> str | None: ...
 
     async def add_meta(self, key: str, value: str) -> str: ...
+
+
+class _Claims(Protocol):
+    async def touch_button_post(self, platform: str, chat_id: str, message_id: str, kind: str) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def claim_kept(store: _Claims, platform: str, chat_id: str, message_id: str, kind: str) -> AsyncIterator[None]:
+    """Keep a post's button claim fresh while the block runs (every third of CLAIM_TIMEOUT).
+
+    A press that needs a new summary can wait behind a poll's summaries and the LLM's retries for
+    longer than CLAIM_TIMEOUT; without this a later press would take the live claim over and post
+    the breakdown a second time. A claim whose holder died still goes stale.
+    """
+    async def keep() -> None:
+        while True:
+            # CLAIM_TIMEOUT read each time, as claim_button_post reads it (tests shorten it).
+            await asyncio.sleep(button_store.CLAIM_TIMEOUT.total_seconds() / 3)
+            try:
+                await store.touch_button_post(platform, chat_id, message_id, kind)
+            except Exception as exc:  # noqa: BLE001 - at worst a later press posts it again
+                log.warning("could not refresh the claim on a button of message %s: %s", message_id, exc)
+
+    task = asyncio.create_task(keep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @dataclass(frozen=True, slots=True)

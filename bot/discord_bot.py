@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,7 @@ from discord import app_commands
 from discord.utils import escape_markdown
 
 from bot.app import Components
-from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner
+from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner, claim_kept
 from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
 from bot.render.card import clip, one_line
 from bot.render.discord import answer_chunks, breakdown_chunks, paper_embed, split_text
@@ -229,20 +229,31 @@ class BreakdownButton(
             else:
                 await reply(interaction, BEING_POSTED, ephemeral=True)
             return
-        posted: discord.WebhookMessage | None = None
+        posted: list[discord.WebhookMessage] = []
+
+        async def first_out(message: discord.WebhookMessage) -> None:
+            # Recorded as soon as the channel shows the start of it: a failure or a crash before the
+            # last followup must not let a later press post it again from the start (SPEC: at most once).
+            posted.append(message)
+            if once:
+                await store.finish_button_post(Platform.DISCORD, *post, BUTTON_KIND, str(message.id))
+
         try:
-            posted = await self._post(interaction, self.ref)
+            async with claim_kept(store, Platform.DISCORD, *post, BUTTON_KIND) if once else contextlib.nullcontext():
+                await self._post(interaction, self.ref, first_out)
         except Exception as exc:
             await report_error(interaction, exc)
         finally:
-            if once and posted is not None:
-                await store.finish_button_post(Platform.DISCORD, *post, BUTTON_KIND, str(posted.id))
-            elif once:
+            if once and not posted:
                 await store.release_button_post(Platform.DISCORD, *post, BUTTON_KIND)
 
     @staticmethod
-    async def _post(interaction: discord.Interaction, ref: BreakdownRef) -> discord.WebhookMessage | None:
-        """The breakdown as followups; the first one, or None when the press was refused (quota)."""
+    async def _post(
+        interaction: discord.Interaction, ref: BreakdownRef,
+        first_out: Callable[[discord.WebhookMessage], Awaitable[None]],
+    ) -> discord.WebhookMessage | None:
+        """The breakdown as followups; the first one (also given to `first_out` as soon as it is
+        sent), or None when the press was refused (quota)."""
         service = bot_of(interaction).service
         chat = await registered_chat(interaction)
         language = ref.language or chat.language
@@ -256,7 +267,9 @@ class BreakdownButton(
         first: discord.WebhookMessage | None = None
         for chunk in breakdown_chunks(summary):
             sent = await followup(interaction, chunk)
-            first = first or sent
+            if first is None:
+                first = sent
+                await first_out(sent)
         return first
 
 
@@ -398,7 +411,7 @@ async def ask_command(interaction: discord.Interaction, paper_id: str, question:
     answer = await bot.service.ask(paper_id, question, chat.language, user_key=f"discord:{interaction.user.id}")
     # The first followup replaces the "thinking…" reply to the command; the rest follow it.
     for chunk in answer_chunks(answer):
-        await interaction.followup.send(chunk)
+        await followup(interaction, chunk)
 
 
 COMMANDS: list[app_commands.Command[Any, Any, Any]] = [

@@ -14,7 +14,7 @@ from pathlib import Path
 from bot import validate
 from bot.app import Components
 from bot.arxiv_source import ArxivUnavailable, PaperNotFound
-from bot.ask import MAX_QUESTION_CHARS, Answer, Asker, clean_question, normalize_question
+from bot.ask import Answer, Asker, clean_question, normalize_question
 from bot.config import check_timezone, parse_hhmm
 from bot.ids import BadArxivId, parse_arxiv_id
 from bot.models import Chat, Paper, Summary, Topic
@@ -133,10 +133,11 @@ class Service:
 
     # --- papers and summaries ------------------------------------------------------------
 
-    async def find_paper(self, id_text: str) -> Paper:
-        """Stored paper when we have it (no arXiv request), else arXiv's record."""
+    async def find_paper(self, id_text: str, example: str = validate.PAPER_ID_EXAMPLE) -> Paper:
+        """Stored paper when we have it (no arXiv request), else arXiv's record; `example` is shown
+        with an id that cannot be one."""
         with user_input():
-            id_text = validate.paper_id(id_text)
+            id_text = validate.paper_id(id_text, example)
         try:
             aid = parse_arxiv_id(id_text)
         except BadArxivId as exc:
@@ -194,13 +195,11 @@ class Service:
         A cached answer is free; a new one counts against the user's quota (shared with /summary).
         Raises UserError for an empty question or a paper arXiv does not know.
         """
+        with user_input():
+            question = validate.question(question)
         question = clean_question(question)
-        if not question:
-            raise UserError(f"Ask a question about the paper, {ASK_EXAMPLE}")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise UserError(f"That question is {len(question)} characters long; ask in at most {MAX_QUESTION_CHARS}.")
         lang = self.language(language)
-        paper = await self.find_paper(id_text)
+        paper = await self.find_paper(id_text, ASK_EXAMPLE.removeprefix("e.g. "))
         if not paper.abstract.strip() and not paper.title.strip():
             raise UserError(f"arXiv has no text of {paper.versioned_id} yet; try again once it is announced.", 1)
         if self._asker is None:
@@ -249,6 +248,15 @@ class Service:
         if len(parts) < 2:
             raise UserError(f"Ask a question after the paper id, {ASK_EXAMPLE}")
         return parts[0], parts[1]
+
+    @staticmethod
+    def names_a_paper(text: str) -> bool:
+        """Whether `text` is a paper id in one of the accepted forms (bot.ids); no lookup."""
+        try:
+            parse_arxiv_id(validate.paper_id(text))
+        except (validate.BadInput, BadArxivId):
+            return False
+        return True
 
     async def cached_breakdown(self, id_text: str, language: str) -> Summary | None:
         """The stored summary a breakdown button shows, or None when showing it needs a new LLM call."""

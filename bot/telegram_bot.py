@@ -57,7 +57,7 @@ from telegram.ext import (
 
 from bot.app import Components
 from bot.ask import Answer
-from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner
+from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner, claim_kept
 from bot.config import Settings
 from bot.logs import RedactingFilter
 from bot.models import Chat, ChatKind, MatchReason, Paper, Platform, Summary
@@ -74,6 +74,7 @@ from bot.render.telegram import (
 from bot.sender import ChatGone, ChatMoved, PartlySent, PermanentSendError, TransientSendError
 from bot.service import HELP_TEXT, Service, UserError, quota_note
 from bot.store import Store
+from bot.store.posts import PostRef
 from bot.validate import clean
 
 log = logging.getLogger(__name__)
@@ -603,6 +604,13 @@ class TelegramBot:
             await remember_post(self.c.store, r.to.chat_id, ids, result.summary)
 
     async def cmd_ask(self, bot: Bot, r: Request) -> None:
+        replied = await self._post_replied_to(r.message)
+        words = r.arg.split(maxsplit=1)
+        if replied is not None and not (words and self.service.names_a_paper(words[0])):
+            # /ask as a reply to a paper's post, without another paper's id: a question about that post.
+            post, chat = replied
+            await self._answer(bot, r.message, chat, post.versioned_id, r.arg, r.user_key)
+            return
         try:
             id_text, question = self.service.parse_ask(r.arg)
         except UserError as exc:
@@ -610,28 +618,36 @@ class TelegramBot:
             return
         await self._answer(bot, r.message, r.chat, id_text, question, r.user_key)
 
-    async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A reply to any message of a paper's post (card, photo, album, breakdown): a question about it."""
-        message = update.effective_message
-        if message is None or message.reply_to_message is None or not (message.text or "").strip():
-            return
-        post = await self.c.store.post_of_message(
-            Platform.TELEGRAM, str(message.chat_id), message.reply_to_message.message_id
-        )
+    async def _post_replied_to(self, message: Message) -> tuple[PostRef, Chat] | None:
+        """The paper's post that `message` replies to (any of its messages), with the chat to answer
+        as; None when it replies to something else or to nothing."""
         replied = message.reply_to_message
+        if replied is None:
+            return None
+        post = await self.c.store.post_of_message(Platform.TELEGRAM, str(message.chat_id), replied.message_id)
         origin = replied.forward_origin
+        via_channel = False
         if post is None and replied.is_automatic_forward and isinstance(origin, MessageOriginChannel):
             # A comment in a channel's discussion group: it replies to the copy of the channel's post
             # that Telegram forwarded there; the original names the post.
             post = await self.c.store.post_of_message(Platform.TELEGRAM, str(origin.chat.id), origin.message_id)
             via_channel = True
-        else:
-            via_channel = False
         if post is None:
-            return  # a reply to something else: not ours to answer
+            return None
         chat = await self.service.register_chat(chat_of(message.chat))
         if via_channel:  # answered in the language the channel's post was written in
             chat = dataclasses.replace(chat, language=post.language)
+        return post, chat
+
+    async def on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A reply to any message of a paper's post (card, photo, album, breakdown): a question about it."""
+        message = update.effective_message
+        if message is None or not (message.text or "").strip():
+            return
+        replied = await self._post_replied_to(message)
+        if replied is None:
+            return  # a reply to something else: not ours to answer
+        post, chat = replied
         who = message.sender_chat or message.from_user or message.chat
         await self._answer(context.bot, message, chat, post.versioned_id, message.text or "", f"telegram:{who.id}")
 
@@ -684,21 +700,30 @@ class TelegramBot:
             state = await self.c.store.button_post(Platform.TELEGRAM, *post, BUTTON_KIND)
             await self._answer_press(query, ALREADY_POSTED if state and state["posted_id"] else BEING_POSTED)
             return
-        posted: Message | None = None
+        posted: list[Message] = []
+
+        async def first_out(message: Message) -> None:
+            # Recorded as soon as the chat shows the start of it: a failure or a crash before the
+            # last message must not let a later press post it again from the start (SPEC: at most once).
+            posted.append(message)
+            if once:
+                await self.c.store.finish_button_post(Platform.TELEGRAM, *post, BUTTON_KIND, str(message.message_id))
+
         try:
-            chat = await self.service.register_chat(chat_of(tg))
-            posted = await self._post_breakdown(context.bot, query, ref, chat.language, to)
+            async with claim_kept(self.c.store, Platform.TELEGRAM, *post, BUTTON_KIND) if once else contextlib.nullcontext():
+                chat = await self.service.register_chat(chat_of(tg))
+                await self._post_breakdown(context.bot, query, ref, chat.language, to, first_out)
         finally:
-            if once and posted is not None:
-                await self.c.store.finish_button_post(Platform.TELEGRAM, *post, BUTTON_KIND, str(posted.message_id))
-            elif once:
+            if once and not posted:
                 await self.c.store.release_button_post(Platform.TELEGRAM, *post, BUTTON_KIND)
 
     async def _post_breakdown(
-        self, bot: Bot, query: CallbackQuery, ref: BreakdownRef, chat_language: str, to: Target
+        self, bot: Bot, query: CallbackQuery, ref: BreakdownRef, chat_language: str, to: Target,
+        first_out: Callable[[Message], Awaitable[None]],
     ) -> Message | None:
-        """Answer the press and post the breakdown as a reply to the post; the first message, or
-        None when nothing was posted (the press was answered with the reason)."""
+        """Answer the press and post the breakdown as a reply to the post; the first message (also
+        given to `first_out` as soon as it is sent), or None when nothing was posted (the press was
+        answered with the reason)."""
         assert query.message is not None
         language = ref.language or chat_language
         try:
@@ -712,13 +737,27 @@ class TelegramBot:
         if summary is None:
             async with typing(bot, to):
                 summary = (await self.service.summarize(ref.versioned_id, language, with_images=False)).summary
-        reply = ReplyParameters(query.message.message_id, allow_sending_without_reply=True)
+        reply: ReplyParameters | None = ReplyParameters(query.message.message_id, allow_sending_without_reply=True)
         sent: list[Message] = []
         for piece in breakdown_messages(summary):
-            sent.append(await bot.send_message(
-                to.chat_id, piece, parse_mode=ParseMode.HTML, message_thread_id=to.thread_id,
-                link_preview_options=NO_PREVIEW, reply_parameters=None if sent else reply,
-            ))
+            try:
+                sent.append(await bot.send_message(
+                    to.chat_id, piece, parse_mode=ParseMode.HTML, message_thread_id=to.thread_id,
+                    link_preview_options=NO_PREVIEW, reply_parameters=None if sent else reply,
+                ))
+            except ChatMigrated as exc:
+                if sent:
+                    raise
+                # A post from before its group became a supergroup: the breakdown goes to the
+                # supergroup, whose messages have other ids (a reply to the post's id would answer
+                # some other message there).
+                await self.c.store.migrate_chat(Platform.TELEGRAM, str(to.chat_id), str(exc.new_chat_id))
+                to, reply = Target(exc.new_chat_id), None
+                sent.append(await bot.send_message(
+                    to.chat_id, piece, parse_mode=ParseMode.HTML, link_preview_options=NO_PREVIEW,
+                ))
+            if len(sent) == 1:
+                await first_out(sent[0])
         await remember_post(self.c.store, to.chat_id, [m.message_id for m in sent], summary)
         return sent[0] if sent else None
 

@@ -113,10 +113,13 @@ def query(text: str) -> str:
     return s
 
 
-def paper_id(text: str) -> str:
-    """A paper id's text for `bot.ids.parse_arxiv_id`: cleaned, short, ASCII digits, no paths."""
+PAPER_ID_EXAMPLE = "/summary 2405.01872 or /summary https://arxiv.org/abs/2405.01872"
+
+
+def paper_id(text: str, example: str = PAPER_ID_EXAMPLE) -> str:
+    """A paper id's text for `bot.ids.parse_arxiv_id`: cleaned, short, ASCII digits, no paths.
+    `example` is the command that works, as the user's own command (/summary, /ask) shows it."""
     s = clean(text)
-    example = "/summary 2405.01872 or /summary https://arxiv.org/abs/2405.01872"
     if not s:
         raise BadInput(f"Give a paper id, e.g. {example}")
     if len(s) > MAX_ID_CHARS:
@@ -167,9 +170,9 @@ def setting_value(text: str, example: str) -> str:
 def question(text: str) -> str:
     """A question about a paper (/ask): cleaned, not empty, at most MAX_QUESTION_CHARS."""
     s = clean(text)
-    example = "/ask 2405.01872 What dataset do they evaluate on?"
+    example = "/ask 2405.01872 Which datasets do they evaluate on?"
     if not s:
-        raise BadInput(f"Ask a question after the paper id, e.g. {example}")
+        raise BadInput(f"Ask a question about the paper, e.g. {example}")
     if len(s) > MAX_QUESTION_CHARS:
         raise BadInput(
             f"A question can be at most {MAX_QUESTION_CHARS:,} characters; this one has {len(s):,}. "

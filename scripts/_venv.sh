@@ -6,6 +6,8 @@ PYTHON="${PYTHON:-python3}"
 stamp=".venv/.installed${EXTRAS:+-$EXTRAS}"
 want="$("$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(open("pyproject.toml","rb").read()).hexdigest())')"
 if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    # pip is quiet; one line says why the start takes a minute (nothing on the next start).
+    echo "Installing paperbot${EXTRAS:+[$EXTRAS]} into .venv (first start, or pyproject.toml changed)..." >&2
     [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${EXTRAS:+[$EXTRAS]}"

@@ -85,7 +85,8 @@ HOSTILE = {
     "empty": "",
 }
 COMMANDS = ["start", "help", "subscribe", "unsubscribe", "topics", "summary", "settings", "digest",
-            "settings max", "settings time", "settings timezone", "settings language", "settings nope"]
+            "settings max", "settings time", "settings timezone", "settings language", "settings nope",
+            "ask", "ask 2405.01872"]
 # Where the clear reply must say this (the rest must only be clear: no internal error).
 EXPECTED = {
     ("settings max", "superscript"): "digits 0-9",
@@ -106,6 +107,10 @@ EXPECTED = {
     ("settings timezone", "path"): "not an IANA time zone",
     ("settings language", "10k"): "settings are short",
     ("settings nope", "sql"): "Unknown setting",
+    ("ask", "empty"): "Give a paper id and a question",
+    ("ask 2405.01872", "10k"): "A question can be at most 1,000 characters",
+    ("ask 2405.01872", "zero-width"): "Ask a question about the paper",
+    ("ask 2405.01872", "empty"): "Ask a question after the paper id",
 }
 
 

@@ -8,6 +8,11 @@ from typing import TYPE_CHECKING
 from bot.render.card import clip, one_line
 from bot.render.labels import Labels, labels_for
 
+# What an answer shows of the model's text: a question can ask it to ramble ("repeat this 10,000
+# times"), and the answer with its quotes must stay a message or two (Telegram: 4,096 characters).
+ANSWER_CHARS = 2000
+QUOTE_CHARS = 900  # a passage's size (bot.ask.PASSAGE_CHARS): a longer quote is not one passage
+
 if TYPE_CHECKING:  # the renderers only read an Answer; bot.ask brings in the retrieval stack
     from bot.ask import Answer
 
@@ -41,7 +46,7 @@ def answer_view(answer: Answer) -> AnswerView:
     for q in answer.quotes:
         if not q.quote:
             continue
-        text = f"“{clip(one_line(q.quote), 1200)}”"
+        text = f"“{clip(one_line(q.quote), QUOTE_CHARS)}”"
         if not q.verified:
             quotes.append(QuoteLine(text, lb.not_found, False))
         else:
@@ -52,7 +57,7 @@ def answer_view(answer: Answer) -> AnswerView:
         title=clip(one_line(answer.paper.title), 300),
         abs_url=answer.paper.abs_url,
         notes=notes,
-        text=one_line(answer.text),
+        text=clip(one_line(answer.text), ANSWER_CHARS),
         quotes=quotes,
         provenance=provenance,
     )

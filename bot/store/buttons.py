@@ -22,15 +22,16 @@ class ButtonStore(StoreBase):
         return stored
 
     async def claim_button_post(
-        self, platform: str, chat_id: str, message_id: str, kind: str, *, timeout: timedelta = CLAIM_TIMEOUT
+        self, platform: str, chat_id: str, message_id: str, kind: str, *, timeout: timedelta | None = None
     ) -> bool:
         """Claim the one post that a press on the button of message `message_id` may make.
 
         True for exactly one of any number of concurrent callers: the insert (or the takeover
-        of a claim older than `timeout` that never finished) is one statement.
+        of a claim not refreshed for `timeout`, default CLAIM_TIMEOUT, that never finished) is one
+        statement. The holder keeps it fresh with `touch_button_post` while it works.
         """
         now = datetime.now(UTC)
-        stale = (now - timeout).isoformat(timespec="seconds")
+        stale = (now - (CLAIM_TIMEOUT if timeout is None else timeout)).isoformat(timespec="seconds")
         async with self.transaction() as db:
             async with db.execute(
                 "INSERT INTO button_posts(platform, chat_id, message_id, kind, claimed_at) VALUES (?,?,?,?,?) "
@@ -40,6 +41,14 @@ class ButtonStore(StoreBase):
             ) as cur:
                 row = await cur.fetchone()
         return row is not None
+
+    async def touch_button_post(self, platform: str, chat_id: str, message_id: str, kind: str) -> None:
+        """Refresh an unfinished claim: its holder is alive (a new summary can outlast CLAIM_TIMEOUT)."""
+        await self.execute(
+            "UPDATE button_posts SET claimed_at=? WHERE platform=? AND chat_id=? AND message_id=? AND kind=? "
+            "AND posted_id IS NULL",
+            (now_iso(), platform, chat_id, message_id, kind),
+        )
 
     async def button_post(self, platform: str, chat_id: str, message_id: str, kind: str) -> dict[str, Any] | None:
         """The claim on a post's button: {"posted_id": first message posted or None while posting, "claimed_at"}."""

@@ -103,25 +103,34 @@ class ChatStore(StoreBase):
             ) as cur:
                 existing = await cur.fetchone()
             if existing is not None:
-                # The new id already wrote to us: fold its rows into the old chat's, then rename.
+                # Both ids have a row: the one made first (the lower id) is the chat, with its topics and
+                # settings; the other was made by an update that came before the move was known: the new
+                # id writing before the migration message was handled, or a button pressed on a post of
+                # the old group afterwards (the old id registered afresh, with default settings).
                 async with db.execute(
                     "SELECT id FROM chats WHERE platform=? AND chat_id=?", (platform, old_id)
                 ) as cur:
                     old = await cur.fetchone()
                 if old is None:
                     return
-                # Rows the old chat has too stay with it; the new id's copies go with its chat row.
+                keep, stray = sorted((int(old[0]), int(existing[0])))
+                # Rows the kept chat has too stay with it; the other's copies go with its chat row.
                 await db.execute(
                     "UPDATE subscriptions SET chat_pk=? WHERE chat_pk=? AND topic_id NOT IN "
                     "(SELECT topic_id FROM subscriptions WHERE chat_pk=?)",
-                    (old[0], existing[0], old[0]),
+                    (keep, stray, keep),
                 )
                 await db.execute(
                     "UPDATE deliveries SET chat_pk=? WHERE chat_pk=? AND arxiv_id NOT IN "
                     "(SELECT arxiv_id FROM deliveries WHERE chat_pk=?)",
-                    (old[0], existing[0], old[0]),
+                    (keep, stray, keep),
                 )
-                await db.execute("DELETE FROM chats WHERE id=?", (existing[0],))
+                await db.execute("DELETE FROM chats WHERE id=?", (stray,))
+                if keep == int(existing[0]):  # already under the new id
+                    await db.execute(
+                        "UPDATE chats SET kind=?, active=1 WHERE id=?", (ChatKind.SUPERGROUP, keep)
+                    )
+                    return
             await db.execute(
                 "UPDATE chats SET chat_id=?, kind=?, active=1 WHERE platform=? AND chat_id=?",
                 (new_id, ChatKind.SUPERGROUP, platform, old_id),
