@@ -91,6 +91,10 @@ class SummaryResult:
     cached: bool = False
 
 
+# The kind of `button_posts` claim that makes a shared chat's /digest once per announcement.
+DIGEST_KIND = "digest"
+
+
 @dataclass
 class DigestResult:
     """/digest's answer: the day's summaries that were stored or within the asker's quota.
@@ -289,6 +293,37 @@ class Service:
         if oldest is None:
             return None
         return max(1, int((oldest + QUOTA_WINDOW - datetime.now(UTC)).total_seconds() // 60) + 1)
+
+    async def claim_digest(self, chat: Chat) -> str | None:
+        """In a shared chat (group, channel, Discord server), take the right to post the latest
+        announcement's /digest in the chat's language; None in a private chat (every request posts).
+
+        Returns the claim's key for `digest_posted`. Raises UserError when the digest was posted
+        there already, or is being posted: a repeated /digest would only flood the chat (the
+        papers are cached, so nothing else stops it). A claim left unfinished by a crash lapses
+        after the buttons' CLAIM_TIMEOUT.
+        """
+        latest = await self.store.get_meta("last_announcement")
+        if chat.kind.is_private or latest is None:
+            return None
+        key = f"{latest}/{chat.language}"
+        if await self.store.claim_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND):
+            return key
+        raise UserError(
+            f"The digest of {latest} was posted in this chat already: scroll up to it, "
+            "or show one paper again with /summary ID, e.g. /summary 2405.01872."
+        )
+
+    async def digest_posted(self, chat: Chat, key: str | None, *, posted: str | None, complete: bool) -> None:
+        """End a `claim_digest`: kept when the whole digest went out (`posted`: its first message's
+        id); released when nothing went out, or papers were left out for the asker's quota (another
+        member may then have the rest)."""
+        if key is None:
+            return
+        if posted is not None and complete:
+            await self.store.finish_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND, posted)
+        else:
+            await self.store.release_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND)
 
     async def digest(self, chat: Chat, user_key: str | None) -> DigestResult:
         """The latest announcement's matches for the chat's topics in its language (at most its

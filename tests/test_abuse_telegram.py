@@ -367,6 +367,42 @@ async def test_digest_draws_on_the_quota_across_language_changes(
     assert refused(tg) == []
 
 
+async def test_a_shared_chats_digest_is_posted_once_per_announcement(
+    gbot: Bot, fake_gemini: FakeGemini, fake_arxiv: FakeArxiv
+) -> None:
+    """Cached papers cost no quota, so without this anyone could post the same digest again and
+    again into a group. A private chat may have it as often as it likes."""
+    tg = gbot.tg
+    group = tg.group(GROUP, "Reading group")
+    stored = await gbot.c.store.ensure_chat(Chat(Platform.TELEGRAM, str(GROUP), ChatKind.SUPERGROUP))
+    await leave_matches(gbot.c, stored, [SEED_ID, "2405.02001"], fake_arxiv)
+
+    def headers() -> list[Call]:
+        return [c for c in tg.calls_to("sendMessage", GROUP) if parse_html(c.params["text"]).startswith("Today's papers")]
+
+    # Alice's quota covers one paper: her digest is partial, so it does not count as posted.
+    tg.push_message(group, "/digest", ALICE)
+    await tg.wait_for("sendMessage", lambda c: c.chat_id == GROUP and "a new summary" in c.params["text"])
+    await tg.idle()
+    # Bob's has the rest (one paper stored, one from his quota): the whole digest, posted.
+    tg.push_message(group, "/digest", BOB)
+    await tg.idle()
+    assert len(headers()) == 2 and fake_gemini.calls == 2
+    for who in (ALICE, BOB, ALICE):
+        tg.push_message(group, "/digest", who)
+        await tg.idle()
+    assert len(headers()) == 2 and fake_gemini.calls == 2
+    repeats = [parse_html(c.params["text"]) for c in tg.calls_to("sendMessage", GROUP)
+               if "posted in this chat already" in c.params["text"]]
+    assert len(repeats) == 3 and repeats[0].startswith("The digest of 2024-05-06 was posted in this chat already")
+    # Another language is another digest.
+    await gbot.c.store.update_chat_settings(stored.id, language="de")  # type: ignore[arg-type]
+    tg.push_message(group, "/digest", CAROL)
+    await tg.idle()
+    assert len(headers()) == 3
+    assert refused(tg) == []
+
+
 def old_content() -> SummaryContent:
     return SummaryContent("", "One line.", ["A takeaway."], [], "Background.", "", [], "", "")
 

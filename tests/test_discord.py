@@ -200,6 +200,11 @@ async def test_digest_posts_todays_matches(fake: FakeDiscord, bot: DiscordSender
     assert post.embeds[0]["url"] == paper.abs_url and post.files
     assert components.buttons.breakdown(PAPER, paper.version, "en") in {b.get("custom_id") for b in post.buttons()}
 
+    # A server channel has the day's digest once: a repeat points at it instead of posting it again.
+    [again] = await answer(fake, fake.slash("digest"))
+    assert again.content.startswith("The digest of 2024-05-03 was posted in this chat already")
+    assert int(again.payload.get("flags") or 0) & 64  # only the asker sees it
+
 
 async def test_bad_id_and_bad_query_get_the_clear_error(
     fake: FakeDiscord, bot: DiscordSender, components: Components
