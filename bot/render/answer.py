@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -61,3 +62,27 @@ def answer_view(answer: Answer) -> AnswerView:
         quotes=quotes,
         provenance=provenance,
     )
+
+
+def answer_blocks(
+    answer: Answer,
+    *,
+    heading: Callable[[AnswerView], str],
+    bold: Callable[[str], str],
+    italic: Callable[[str], str],
+    text: Callable[[str], str],
+    quote: Callable[[str], str],
+) -> list[str]:
+    """An answer's blocks in one platform's markup: the heading with the paper, notes (no LLM,
+    abstract only), the answer, the quotes with their pages (a quote not found in the paper says
+    so in bold), provenance. `text` escapes plain text; `quote` sets a passage apart."""
+    v = answer_view(answer)
+    blocks = [heading(v)]
+    blocks += [italic(n) for n in v.notes]
+    if v.text:
+        blocks.append(text(v.text))
+    if v.quotes:
+        lines = [f"{quote(q.text)}{bold(q.where) if not q.verified else f'({text(q.where)})'}" for q in v.quotes]
+        blocks.append(bold(v.labels.quotes) + "\n" + "\n".join(lines))
+    blocks.append(italic(v.provenance))
+    return blocks

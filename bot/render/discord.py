@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from discord.utils import escape_markdown, escape_mentions
 
 from bot.models import MatchReason, Summary
-from bot.render.answer import answer_view
+from bot.render.answer import answer_blocks
 from bot.render.card import (
     PaperCard,
     Token,
@@ -150,19 +150,13 @@ def breakdown_chunks(summary: Summary) -> list[str]:
 
 
 def answer_chunks(answer: Answer) -> list[str]:
-    """An answer to /ask as Markdown messages: the paper, notes, the answer, the quotes with their
-    pages (a quote not found in the paper says so), provenance."""
-    v = answer_view(answer)
-    lb = v.labels
-    blocks = [f"**{_esc(lb.answer)}**{lb.colon}{_esc(v.title)}\n<{v.abs_url}>"]
-    blocks += [f"*{_esc(n)}*" for n in v.notes]
-    if v.text:
-        blocks.append(_esc(v.text))
-    if v.quotes:
-        lines = []
-        for q in v.quotes:
-            mark = f"**{_esc(q.where)}**" if not q.verified else f"({_esc(q.where)})"
-            lines.append(f"> {_esc(q.text)}\n{mark}")
-        blocks.append(f"**{_esc(lb.quotes)}**\n" + "\n".join(lines))
-    blocks.append(f"*{_esc(v.provenance)}*")
+    """An answer to /ask as messages (bot.render.answer.answer_blocks in Discord Markdown)."""
+    blocks = answer_blocks(
+        answer,
+        heading=lambda v: f"**{_esc(v.labels.answer)}**{v.labels.colon}{_esc(v.title)}\n<{v.abs_url}>",
+        bold=lambda t: f"**{_esc(t)}**",
+        italic=lambda t: f"*{_esc(t)}*",
+        text=_esc,
+        quote=lambda t: f"> {_esc(t)}\n",
+    )
     return split_text("\n\n".join(blocks))

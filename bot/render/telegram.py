@@ -15,7 +15,7 @@ from html import escape, unescape
 from typing import TYPE_CHECKING
 
 from bot.models import MatchReason, Paper, Summary
-from bot.render.answer import answer_view
+from bot.render.answer import answer_blocks
 from bot.render.card import (
     PaperCard,
     Token,
@@ -176,19 +176,13 @@ def compact_list_html(items: Sequence[Summary | Paper], heading: str | None = No
 
 
 def answer_html(answer: Answer) -> list[str]:
-    """An answer to /ask as messages: the paper, notes (no LLM, abstract only), the answer, the
-    quotes with their pages (a quote not found in the paper says so), provenance."""
-    v = answer_view(answer)
-    lb = v.labels
-    blocks = [f"<b>{escape(lb.answer)}</b>{lb.colon}{_link(v.abs_url, v.title)}"]
-    blocks += [f"<i>{escape(n)}</i>" for n in v.notes]
-    if v.text:
-        blocks.append(escape(v.text))
-    if v.quotes:
-        lines = []
-        for q in v.quotes:
-            mark = f"<b>{escape(q.where)}</b>" if not q.verified else f"({escape(q.where)})"
-            lines.append(f"<blockquote>{escape(q.text)}</blockquote>{mark}")
-        blocks.append(f"<b>{escape(lb.quotes)}</b>\n" + "\n".join(lines))
-    blocks.append(f"<i>{escape(v.provenance)}</i>")
+    """An answer to /ask as messages (bot.render.answer.answer_blocks in Telegram HTML)."""
+    blocks = answer_blocks(
+        answer,
+        heading=lambda v: f"<b>{escape(v.labels.answer)}</b>{v.labels.colon}{_link(v.abs_url, v.title)}",
+        bold=lambda t: f"<b>{escape(t)}</b>",
+        italic=lambda t: f"<i>{escape(t)}</i>",
+        text=escape,
+        quote=lambda t: f"<blockquote>{escape(t)}</blockquote>",
+    )
     return split_html("\n\n".join(blocks))
