@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from bot.models import Chat, Paper, Platform, Summary
+from bot.models import Chat, MatchReason, Paper, Platform, Summary
 from bot.sender import ChatGone, ChatMoved, Sender
 
 log = logging.getLogger(__name__)
@@ -195,9 +195,11 @@ class MeteredSender:
         async with self._count("header"):
             await self.inner.send_header(chat, title, day, count)
 
-    async def send_paper(self, chat: Chat, summary: Summary, images: list[Path]) -> None:
+    async def send_paper(
+        self, chat: Chat, summary: Summary, images: list[Path], why: Sequence[MatchReason] | None = None
+    ) -> None:
         async with self._count("paper"):
-            await self.inner.send_paper(chat, summary, images)
+            await self.inner.send_paper(chat, summary, images, why=why)
 
     async def send_paper_list(self, chat: Chat, papers: list[Paper]) -> None:
         async with self._count("list"):

@@ -17,6 +17,7 @@ import pytest
 from bot.app import Components, build_components
 from bot.config import load_settings
 from bot.delivery import push_once
+from bot.metrics import MeteredSender
 from bot.models import Chat, ChatKind, Platform
 from bot.query import MatchDoc, matched_terms, parse_query
 from bot.render.markdown import render_summary_markdown
@@ -161,7 +162,9 @@ async def test_pushed_post_names_the_topic_and_the_terms_that_matched(components
             topic, _ = await c.store.add_topic(chat.id, "cat:cs.CV AND ti:diffusion")  # type: ignore[arg-type]
             await c.store.add_matches([(topic.id, paper.arxiv_id, date(2024, 5, 6))])
             await c.store.set_meta("last_announcement", "2024-05-06")
-            report = await push_once(c, force=True, senders={Platform.TELEGRAM: TelegramSender(bot, c.buttons, c.store)})
+            # Wrapped as `paperbot run` wraps it: the metrics' sender passes `why` through.
+            sender = MeteredSender(TelegramSender(bot, c.buttons, c.store), c.metrics)
+            report = await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
             assert report.papers == 1
             [card] = [call for call in tg.calls_to("sendMessage", ALICE["id"]) if "reply_markup" in call.params]
             html = card.params["text"]
@@ -231,7 +234,9 @@ async def test_a_post_matched_by_long_topics_still_fits_and_names_the_topic(comp
             topics = [(await c.store.add_topic(chat.id, q))[0] for q in _long_matching_queries(3)]  # type: ignore[arg-type]
             await c.store.add_matches([(t.id, paper.arxiv_id, date(2024, 5, 6)) for t in topics])
             await c.store.set_meta("last_announcement", "2024-05-06")
-            report = await push_once(c, force=True, senders={Platform.TELEGRAM: TelegramSender(bot, c.buttons, c.store)})
+            # Wrapped as `paperbot run` wraps it: the metrics' sender passes `why` through.
+            sender = MeteredSender(TelegramSender(bot, c.buttons, c.store), c.metrics)
+            report = await push_once(c, force=True, senders={Platform.TELEGRAM: sender})
             assert report.papers == 1
             [card] = [call for call in tg.calls_to("sendMessage", ALICE["id"]) if "reply_markup" in call.params]
             text = parse_html(card.params["text"])  # the fake refuses a text over 4096 or bad HTML
