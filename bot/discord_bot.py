@@ -387,22 +387,18 @@ async def digest_command(interaction: discord.Interaction) -> None:
     await interaction.response.defer(thinking=True)
     bot = bot_of(interaction)
     chat = await registered_chat(interaction)
-    claim = await bot.service.claim_digest(chat)  # UserError: posted in this channel already
-    posted, complete = None, False
-    try:
+    async with bot.service.posting_digest(chat) as post:  # UserError: posted in this channel already
         result = await bot.service.digest(chat, f"discord:{interaction.user.id}")
         if result.day is None or not (result.summaries or result.left_out):
             await reply(interaction, "No new papers match this channel's topics today. See /topics.")
             return
         await reply(interaction, header_text("Today's papers", result.day, len(result.summaries) + result.left_out))
-        posted = str(interaction.id)
+        post.posted = str(interaction.id)
         for s in result.summaries:
             await followup(interaction, **paper_message(s, [Path(p) for p in s.images], bot.c.buttons))
         if result.left_out:
             await reply(interaction, quota_note(result.left_out, result.retry_minutes, bot.c.settings.summary_quota))
-        complete = not result.left_out
-    finally:
-        await bot.service.digest_posted(chat, claim, posted=posted, complete=complete)
+        post.complete = not result.left_out
 
 
 @app_commands.command(name="ask", description="Ask one arXiv paper a question; the answer quotes the paper")

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,6 +14,7 @@ from pathlib import Path
 from bot import validate
 from bot.app import Components
 from bot.arxiv_source import ArxivUnavailable, PaperNotFound
+from bot.buttons import claim_kept
 from bot.ask import Answer, Asker, clean_question, normalize_question
 from bot.config import check_timezone, parse_hhmm
 from bot.ids import BadArxivId, parse_arxiv_id
@@ -93,6 +94,15 @@ class SummaryResult:
 
 # The kind of `button_posts` claim that makes a shared chat's /digest once per announcement.
 DIGEST_KIND = "digest"
+
+
+@dataclass
+class DigestPost:
+    """What the poster of a /digest tells `Service.posting_digest`: its first message, and
+    whether every paper went out."""
+
+    posted: str | None = None
+    complete: bool = False
 
 
 @dataclass
@@ -294,36 +304,38 @@ class Service:
             return None
         return max(1, int((oldest + QUOTA_WINDOW - datetime.now(UTC)).total_seconds() // 60) + 1)
 
-    async def claim_digest(self, chat: Chat) -> str | None:
-        """In a shared chat (group, channel, Discord server), take the right to post the latest
-        announcement's /digest in the chat's language; None in a private chat (every request posts).
+    @contextlib.asynccontextmanager
+    async def posting_digest(self, chat: Chat) -> AsyncIterator[DigestPost]:
+        """Around the posting of a /digest: in a shared chat (group, channel, Discord server) the
+        latest announcement's digest in the chat's language is posted once; a private chat may
+        have it as often as it asks.
 
-        Returns the claim's key for `digest_posted`. Raises UserError when the digest was posted
-        there already, or is being posted: a repeated /digest would only flood the chat (the
-        papers are cached, so nothing else stops it). A claim left unfinished by a crash lapses
-        after the buttons' CLAIM_TIMEOUT.
+        Raises UserError when the digest was posted there already, or is being posted: a repeated
+        /digest would only flood the chat (the papers are cached, so nothing else stops it). The
+        claim is kept fresh while the summaries are made, kept when the whole digest went out (the
+        caller sets `posted` to its first message's id and `complete`), and released otherwise: a
+        digest cut short by the asker's quota leaves the rest to another member. A claim its
+        holder left by crashing lapses after the buttons' CLAIM_TIMEOUT.
         """
+        post = DigestPost()
         latest = await self.store.get_meta("last_announcement")
         if chat.kind.is_private or latest is None:
-            return None
-        key = f"{latest}/{chat.language}"
-        if await self.store.claim_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND):
-            return key
-        raise UserError(
-            f"The digest of {latest} was posted in this chat already: scroll up to it, "
-            "or show one paper again with /summary ID, e.g. /summary 2405.01872."
-        )
-
-    async def digest_posted(self, chat: Chat, key: str | None, *, posted: str | None, complete: bool) -> None:
-        """End a `claim_digest`: kept when the whole digest went out (`posted`: its first message's
-        id); released when nothing went out, or papers were left out for the asker's quota (another
-        member may then have the rest)."""
-        if key is None:
+            yield post
             return
-        if posted is not None and complete:
-            await self.store.finish_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND, posted)
-        else:
-            await self.store.release_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND)
+        key = f"{latest}/{chat.language}"
+        if not await self.store.claim_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND):
+            raise UserError(
+                f"The digest of {latest} was posted in this chat already: scroll up to it, "
+                "or show one paper again with /summary ID, e.g. /summary 2405.01872."
+            )
+        try:
+            async with claim_kept(self.store, chat.platform, chat.chat_id, key, DIGEST_KIND):
+                yield post
+        finally:
+            if post.posted is not None and post.complete:
+                await self.store.finish_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND, post.posted)
+            else:
+                await self.store.release_button_post(chat.platform, chat.chat_id, key, DIGEST_KIND)
 
     async def digest(self, chat: Chat, user_key: str | None) -> DigestResult:
         """The latest announcement's matches for the chat's topics in its language (at most its

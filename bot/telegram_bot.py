@@ -572,27 +572,22 @@ class TelegramBot:
         await say(bot, r.to, "\n".join([head, *lines, hint]))
 
     async def cmd_digest(self, bot: Bot, r: Request) -> None:
-        claim = await self.service.claim_digest(r.chat)  # UserError: posted here already
-        posted: Message | None = None
-        complete = False
-        try:
+        async with self.service.posting_digest(r.chat) as post:  # UserError: posted here already
             async with typing(bot, r.to):
                 result = await self.service.digest(r.chat, r.user_key)
             if result.day is None or not (result.summaries or result.left_out):
                 await say(bot, r.to, "No new papers match this chat's topics today. See /topics.")
                 return
             count = len(result.summaries) + result.left_out
-            posted = await say(bot, r.to, digest_header_html("Today's papers", result.day, count))
+            header = await say(bot, r.to, digest_header_html("Today's papers", result.day, count))
+            post.posted = str(header.message_id)
             for s in result.summaries:
                 ids = await send_paper(bot, r.to, s, [Path(p) for p in s.images], buttons=self.c.buttons)
                 await remember_post(self.c.store, r.to.chat_id, ids, s)
             if result.left_out:
                 note = quota_note(result.left_out, result.retry_minutes, self.c.settings.summary_quota)
                 await say(bot, r.to, escape(note))
-            complete = not result.left_out
-        finally:
-            posted_id = str(posted.message_id) if posted is not None else None
-            await self.service.digest_posted(r.chat, claim, posted=posted_id, complete=complete)
+            post.complete = not result.left_out
 
     async def cmd_summary(self, bot: Bot, r: Request) -> None:
         id_text = r.arg.strip()
