@@ -29,6 +29,7 @@ from bot.grounding import PAGE_BREAK, PaperText, verify_quotes
 from bot.models import Evidence, Paper, evidence_from_json
 from bot.store import Store
 from bot.summarize.base import Summarizer, SummarizerError, TransientLLMError
+from bot.summarize.breaker import CircuitBreaker
 from bot.summarize.extractive import content_words, split_sentences
 from bot.summarize.languages import language_name
 from bot.summarize.llm import LlmSummarizer, reply_object
@@ -203,10 +204,14 @@ class Asker:
         store: Store,
         summarizer: Summarizer,
         text_source: Callable[[Paper], Awaitable[str | None]] | None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.store = store
         self.llm = summarizer if isinstance(summarizer, LlmSummarizer) else None
         self.text_source = text_source
+        # The summaries' breaker: while the LLM is failing, a question is answered with passages at
+        # once instead of waiting through every retry; its answers count towards closing it again.
+        self.breaker = breaker
 
     @property
     def model_key(self) -> str:
@@ -234,16 +239,24 @@ class Asker:
         passages = top_passages(passages_of(paper, full_text), question, unmatched_chars=UNMATCHED_CHARS)
         text = PaperText.of(paper, full_text)
         answer: Answer | None = None
-        if self.llm is not None:
+        if self.llm is not None and (self.breaker is None or self.breaker.allow()):
             prompt = build_ask_prompt(paper, question, language, passages)
             try:
                 reply, quotes = await self.llm.generate(
                     prompt, AnswerSchema, parse_answer, what=f"answer about {paper.versioned_id}"
                 )
             except SummarizerError as exc:
+                if self.breaker is not None:
+                    self.breaker.failure()
                 log.warning("answer about %s by %s failed, answering with passages: %s",
                             paper.versioned_id, self.llm.model_key, exc)
+            except BaseException:
+                if self.breaker is not None:
+                    self.breaker.abandon()
+                raise
             else:
+                if self.breaker is not None:
+                    self.breaker.success()
                 answer = Answer(paper, question, language, reply, verify_quotes(quotes, text),
                                 self.llm.model_key, bool(full_text), passages=passages)
         if answer is None:

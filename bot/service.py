@@ -217,7 +217,9 @@ class Service:
         if not paper.abstract.strip() and not paper.title.strip():
             raise UserError(f"arXiv has no text of {paper.versioned_id} yet; try again once it is announced.", 1)
         if self._asker is None:
-            self._asker = Asker(self.store, self.c.summaries.primary, self.c.pdfs.first_pages_text)
+            self._asker = Asker(
+                self.store, self.c.summaries.primary, self.c.pdfs.first_pages_text, self.c.summaries.breaker
+            )
         hit = await self._asker.cached(paper, question, lang)
         if hit is not None:
             return hit

@@ -127,6 +127,22 @@ async def test_ask_counts_against_the_quota_shared_with_summary(gbot: Bot, fake_
     assert fake_gemini.calls == 1
 
 
+async def test_while_the_llm_is_failing_a_question_is_answered_with_passages_at_once(
+    gbot: Bot, fake_gemini: FakeGemini
+) -> None:
+    """The summaries' circuit breaker covers /ask too: an open breaker means no call and no wait
+    through the retries, only the labelled passages."""
+    breaker = gbot.c.summaries.breaker
+    for _ in range(breaker.threshold):
+        breaker.failure()
+    chat = gbot.tg.private_chat(ALICE)
+    qid = ask(gbot, chat, f"/ask {SEED_ID} {QUESTION}", ALICE)
+    replies = await reply_to(gbot, qid, chat)
+    text = "\n".join(parse_html(r.params["text"]) for r in replies)
+    assert "No LLM available: the passages of the paper most relevant to your question." in text
+    assert fake_gemini.calls == 0
+
+
 async def test_a_hallucinated_quote_is_marked_not_found(gbot: Bot, fake_gemini: FakeGemini) -> None:
     fake_gemini.script(FakeGemini.content({
         "answer": "They evaluate on ImageNet and reach 99.9% accuracy.",
