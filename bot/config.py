@@ -291,10 +291,6 @@ class Settings(BaseSettings):
         ]
 
     @property
-    def use_gemini(self) -> bool:
-        return self.backend == "gemini"
-
-    @property
     def openai_endpoint(self) -> str:
         return self.openai_base_url or OPENAI_DEFAULT_BASE_URL
 

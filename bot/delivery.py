@@ -490,16 +490,3 @@ async def _prepared(c: Components, paper: Paper, language: str) -> tuple[Summary
     summary.images = [str(p) for p in images]
     return summary, images
 
-
-async def digest_for_chat(c: Components, chat: Chat) -> tuple[date | None, list[Summary]]:
-    """The latest announcement's matches for the chat's topics, summarized in its language
-    (at most its `max_papers`); the ledger is not touched."""
-    assert chat.id is not None
-    latest_text = await c.store.get_meta("last_announcement")
-    if latest_text is None:
-        return None, []
-    day = date.fromisoformat(latest_text)
-    ids = (await c.store.matches_on(chat.id, day))[: chat.max_papers]
-    papers = await c.store.papers_by_id(ids)
-    prepared = await asyncio.gather(*(_prepared(c, papers[i], chat.language) for i in ids if i in papers))
-    return day, [summary for summary, _ in prepared]

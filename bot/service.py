@@ -192,17 +192,6 @@ class Service:
         summary.images = [str(p) for p in images]
         return SummaryResult(summary, images, cached)
 
-    async def breakdown_summary(self, id_text: str, language: str, user_key: str) -> Summary:
-        """The summary a post was made from, for its "Full breakdown" button.
-
-        A new one (quota applies) is made only when nothing is stored any more.
-        """
-        paper = await self.find_paper(id_text)
-        summary = await self.c.summaries.stored(paper, self.language(language))
-        if summary is None:
-            summary = (await self.summarize(id_text, language, user_key=user_key, with_images=False)).summary
-        return summary
-
     async def ask(self, id_text: str, question: str, language: str, *, user_key: str | None = None) -> Answer:
         """An answer to `question` about the paper, from its own text, in `language`.
 
@@ -295,9 +284,6 @@ class Service:
                 "Papers that were already summarized are always free.",
                 exit_code=1,
             )
-
-    # The name callers used before the quota covered every command.
-    _charge_quota = charge_quota
 
     async def quota_wait_minutes(self, user_key: str) -> int | None:
         """Minutes until the user's oldest charge in the window expires (None: nothing charged)."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bot.app import Components
-from bot.delivery import deliver_chat, digest_for_chat, push_once
+from bot.delivery import deliver_chat, push_once
 from bot.models import Chat, ChatKind, Paper, Platform, Summary
 from bot.poller import Poller
 from bot.query import normalize_query, parse_query
@@ -514,17 +514,20 @@ async def test_a_new_subscription_gets_the_last_announcement_not_older_ones(
     assert await last_pushed(c, newcomer) == TUESDAY and await last_pushed(c, old_timer) == TUESDAY
 
 
-async def test_digest_for_chat_is_the_latest_announcement_and_leaves_the_ledger(
+async def test_digest_is_the_latest_announcement_and_leaves_the_ledger(
     components: Components, fake_arxiv: FakeArxiv
 ) -> None:
+    from bot.service import Service
+
     c = components
     chat = await subscribe(c, "100", "ti:diffusion", language="de", max_papers=1)
-    assert await digest_for_chat(c, chat) == (None, [])
+    assert (await Service(c).digest(chat, None)).day is None
     await announce(c, fake_arxiv, MONDAY, add_papers(fake_arxiv, "20", ["Diffusion A", "Other"]), feed="cs")
     ids = add_papers(fake_arxiv, "30", ["Diffusion B", "Diffusion C"])
     await announce(c, fake_arxiv, TUESDAY, ids, feed="cs")
 
-    day, summaries = await digest_for_chat(c, chat)
+    result = await Service(c).digest(chat, None)
+    day, summaries = result.day, result.summaries
 
     assert day == TUESDAY
     assert [s.paper.arxiv_id for s in summaries] == [ids[0]]  # max_papers

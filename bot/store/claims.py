@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.models import DeliveryStatus
 from bot.store.base import StoreBase
 
 # (arxiv_id, version, language, model_key, prompt_version): the summaries table's key

@@ -64,15 +64,6 @@ class FeedStore(StoreBase):
         )
         return {r[0]: r[1] for r in rows}
 
-    async def record_announcement(self, feeds: Iterable[str], day: date, papers: int, at: str) -> None:
-        """Mark the feeds' announcement of `day` processed for the topics subscribed to before `at`."""
-        async with self.transaction() as db:
-            await db.executemany(
-                "INSERT INTO announcements(feed, announced, fetched_at, papers) VALUES (?,?,?,?) "
-                "ON CONFLICT(feed, announced) DO UPDATE SET fetched_at=excluded.fetched_at, papers=excluded.papers",
-                [(f, day.isoformat(), at, papers) for f in feeds],
-            )
-
     async def known_papers(self, ids: Iterable[str]) -> dict[str, str | None]:
         """Stored papers among `ids`, with their announcement date (None if never listed)."""
         found: dict[str, str | None] = {}
@@ -181,20 +172,8 @@ class FeedStore(StoreBase):
         )
         return [_delivery(r) for r in rows]
 
-    async def ledger_sending(self, ids: list[int]) -> None:
-        await self._ledger_update(ids, "status=?, attempts=attempts+1", (DeliveryStatus.SENDING,))
-
     async def ledger_sent(self, ids: list[int]) -> None:
         await self._ledger_update(ids, "status=?, sent_at=?, error=NULL", (DeliveryStatus.SENT, now_iso()))
-
-    async def ledger_unsent(self, ids: list[int], error: str, give_up_after: int | None = None) -> None:
-        """Back to pending, with the error, for the next push; `failed` once a row has had `give_up_after` tries."""
-        limit = give_up_after if give_up_after is not None else -1
-        await self._ledger_update(
-            ids,
-            "status=CASE WHEN ?>=0 AND attempts>=? THEN ? ELSE ? END, error=?",
-            (limit, limit, DeliveryStatus.FAILED, DeliveryStatus.PENDING, error[:500]),
-        )
 
     async def _ledger_update(self, ids: list[int], assignments: str, params: tuple[Any, ...]) -> None:
         for part in _chunks(ids):
