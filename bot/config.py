@@ -19,7 +19,7 @@ ARXIV_MIN_INTERVAL = 3.0
 # SPEC's default for OPENAI_BASE_URL; the field stays None when unset so `auto` can tell.
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 # The Bot API's rule for setWebhook's secret_token: 1-256 characters A-Z, a-z, 0-9, _ and -.
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 

@@ -15,6 +15,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from pydantic import BaseModel, SecretStr
 
+from bot.logs import RedactingFilter
 from bot.summarize.base import Completion, SummarizerError, TransientLLMError, Usage
 from bot.summarize.llm import LlmSummarizer
 
@@ -67,6 +68,7 @@ class GeminiModel:
         self.model = model
         self.model_key = f"gemini:{model}"
         self._secret = api_key.get_secret_value()
+        self._redactor = RedactingFilter([self._secret])  # the logs' own redaction, for error texts
         self._client = genai.Client(
             api_key=self._secret,
             http_options=types.HttpOptions(
@@ -105,7 +107,7 @@ class GeminiModel:
         return Completion(response.text or "", usage, cut_off)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        return self._redactor.redact(text)
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()

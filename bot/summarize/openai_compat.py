@@ -30,6 +30,7 @@ import openai
 from pydantic import BaseModel, SecretStr
 
 from bot.config import is_loopback_url, url_password
+from bot.logs import RedactingFilter
 from bot.summarize.base import Completion, SummarizerError, TransientLLMError, Usage
 from bot.summarize.llm import LlmSummarizer, UsageHook
 
@@ -137,7 +138,8 @@ class OpenAIModel:
         self.temperature = temperature
         self._secret = api_key.get_secret_value() if api_key is not None else ""
         # A proxy's password in the URL's userinfo is as secret as the key.
-        self._secrets = [x for x in (self._secret, url_password(base_url)) if x]
+        # The logs' own redaction, for error texts: the key and a password in the URL.
+        self._redactor = RedactingFilter(x for x in (self._secret, url_password(base_url)) if x)
         self._host = urlsplit(base_url).netloc.rpartition("@")[2]  # never a user:password@ part
         self._path = urlsplit(base_url).path.rstrip("/")
         self._json_schema = True  # until the server refuses it
@@ -243,9 +245,7 @@ class OpenAIModel:
         return self._redact(f"{head}: {message}")[:500]
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redactor.redact(text)
 
     async def aclose(self) -> None:
         await self._client.close()
