@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot.background import running
 from bot.store import buttons as button_store
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,8 @@ async def claim_kept(store: _Claims, platform: str, chat_id: str, message_id: st
             except Exception as exc:  # noqa: BLE001 - at worst a later press posts it again
                 log.warning("could not refresh the claim on a button of message %s: %s", message_id, exc)
 
-    task = asyncio.create_task(keep())
-    try:
+    async with running(keep):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @dataclass(frozen=True, slots=True)

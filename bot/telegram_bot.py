@@ -40,13 +40,19 @@ from telegram import (
 from telegram import Chat as TgChat
 from telegram.constants import ChatAction, ChatMemberStatus, ChatType, ParseMode
 from telegram.error import (
-    BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError,
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
 )
 from telegram.ext import (
     AIORateLimiter,
     Application,
-    BaseRateLimiter,
     ApplicationBuilder,
+    BaseRateLimiter,
     CallbackQueryHandler,
     ChatMemberHandler,
     CommandHandler,
@@ -57,6 +63,7 @@ from telegram.ext import (
 
 from bot.app import Components
 from bot.ask import Answer
+from bot.background import running
 from bot.buttons import LEGACY_PREFIX, PREFIX, BreakdownRef, ButtonSigner, claim_kept
 from bot.config import Settings
 from bot.logs import RedactingFilter
@@ -71,7 +78,13 @@ from bot.render.telegram import (
     digest_header_html,
     split_html,
 )
-from bot.sender import ChatGone, ChatMoved, PartlySent, PermanentSendError, TransientSendError
+from bot.sender import (
+    ChatGone,
+    ChatMoved,
+    PartlySent,
+    PermanentSendError,
+    TransientSendError,
+)
 from bot.service import HELP_TEXT, Service, UserError, quota_note
 from bot.store import Store
 from bot.store.posts import PostRef
@@ -864,13 +877,8 @@ async def typing(bot: Bot, to: Target) -> AsyncIterator[None]:
                 await bot.send_chat_action(to.chat_id, ChatAction.TYPING, message_thread_id=to.thread_id)
             await asyncio.sleep(TYPING_EVERY)
 
-    task = asyncio.create_task(keep_typing())
-    try:
+    async with running(keep_typing):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # --- start -------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ Two kinds of stored summary are provisional and replaced by a later request:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -23,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from bot.background import running
 from bot.grounding import ground
 from bot.models import Paper, PaperText, Summary, SummaryContent
 from bot.store import Store
@@ -136,13 +136,10 @@ class SummaryService:
             if await self.store.claim_summary(key, self.owner, timedelta(seconds=self.claim_ttl), self.clock()):
                 break
             await asyncio.sleep(self.claim_poll)
-        heartbeat = asyncio.create_task(self._keep_claim(key))
         try:
-            return await self._produce(paper, language, key)
+            async with running(lambda: self._keep_claim(key)):
+                return await self._produce(paper, language, key)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
             await self.store.release_summary_claim(key, self.owner)
 
     async def _keep_claim(self, key: CacheKey) -> None:
