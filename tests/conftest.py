@@ -32,6 +32,18 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[object]:
+    """A store on a fresh SQLite file (test modules that need both backends define their own)."""
+    from bot.store import Store
+
+    s = await Store.open(tmp_path / "t.db")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
 def fake_arxiv() -> Iterator[object]:
     from tests.fakes.arxiv import FakeArxiv
 

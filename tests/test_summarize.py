@@ -90,15 +90,6 @@ LOCINV = Paper(
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "t.db")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
 def fake() -> Iterator[FakeGemini]:
     with FakeGemini() as f:
         yield f

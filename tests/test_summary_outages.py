@@ -9,27 +9,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
 from bot.models import Paper, PaperText
 from bot.pdf import PdfService
 from bot.ratelimit import RateLimiter
 from bot.store import Store
-from bot.summarize import ExtractiveSummarizer, GeminiSummarizer, SummarizerError, SummaryService
+from bot.summarize import ExtractiveSummarizer, SummarizerError, SummaryService
 from bot.summarize.breaker import BreakerState, CircuitBreaker
 from bot.summarize.extractive import has_url, split_sentences
 from bot.summarize.gemini import retry_delay
 from tests.fakes.gemini import FakeGemini
 from tests.pdfgen import build_pdf, text_page
 from tests.test_pdf import PdfServer
-from tests.test_summarize import PAPER, TESTING
+from tests.test_summarize import KEY, MODEL, PAPER, TESTING, fake, gemini  # noqa: F401 - fixtures shared with it
 
-KEY = "AIzaFAKE-0123456789-abcdefghij"
-MODEL = "gemini-2.5-flash"
 GEMINI = f"gemini:{MODEL}"
 
 
@@ -39,36 +36,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "t.db")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGemini]:
-    with FakeGemini() as f:
-        yield f
-
-
-@pytest.fixture
-async def gemini(fake: FakeGemini) -> AsyncIterator[Callable[..., GeminiSummarizer]]:
-    made: list[GeminiSummarizer] = []
-
-    def make(**kw: object) -> GeminiSummarizer:
-        options: dict[str, object] = {"base_url": fake.url, "timeout": 10.0, "backoff_base": 0.01, **kw}
-        g = GeminiSummarizer(SecretStr(KEY), MODEL, **options)  # type: ignore[arg-type]
-        made.append(g)
-        return g
-
-    yield make
-    for g in made:
-        await g.aclose()
 
 
 class CountingExtractive(ExtractiveSummarizer):
